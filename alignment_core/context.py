@@ -24,7 +24,8 @@ CHECKPOINT_PREFIX = "checkpoint-"
 class StageContext(Protocol):
     """What a stage may ask of its runner."""
 
-    output_dir: Path
+    output_dir: Path  # final model and stage outputs go here
+    checkpoints_root: Path  # stages write `checkpoint-<step>` folders under it
     rank: int
     world_size: int
 
