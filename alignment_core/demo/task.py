@@ -89,8 +89,8 @@ def wrong_answer(problem: Problem, rng: random.Random) -> str:
 
 def messages_example(problem: Problem) -> dict:
     return {
+        # No system turn: every stage and the evaluation then see the same prompt rendering.
         "messages": [
-            {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": problem.prompt},
             {"role": "assistant", "content": problem.answer},
         ]
