@@ -43,9 +43,17 @@ class PolicyPass:
 
 
 def policy_pass(
-    model: Any, batch: SequenceBatch, temperature: float, with_entropy: bool = False, with_hidden: bool = False
+    model: Any,
+    batch: SequenceBatch,
+    temperature: float,
+    with_entropy: bool = False,
+    entropy_grad: bool = True,
+    with_hidden: bool = False,
 ) -> PolicyPass:
-    """Log-probs of the response tokens under `model`'s sampling distribution (logits / temperature)."""
+    """Log-probs of the response tokens under `model`'s sampling distribution (logits / temperature).
+
+    With ``entropy_grad=False`` the entropy is a metric only, kept out of the autograd graph.
+    """
     output = model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
@@ -55,7 +63,10 @@ def policy_pass(
     )
     logits = output.logits[:, batch.response_slice] / temperature
     logprobs = token_logprobs(logits, batch.response_ids)
-    entropy = entropy_from_logits(logits) if with_entropy else None
+    entropy = None
+    if with_entropy:
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropy = entropy_from_logits(logits if entropy_grad else logits.detach())
     hidden = output.hidden_states[-1][:, batch.response_slice] if with_hidden else None
     return PolicyPass(logprobs, entropy, hidden)
 
