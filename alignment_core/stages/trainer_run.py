@@ -1,0 +1,39 @@
+"""The part every TRL-backed stage shares after building its trainer: resume, train, stop or finish.
+
+Finishing means: evaluate on the held-out data, save the final model (adapter, and merged weights if
+the spec asks) under ``context.output_dir / "model"``, and describe it all in a StageResult.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alignment_core.context import StageContext
+from alignment_core.specs import JobSpec
+from alignment_core.stages import StageResult
+from alignment_core.stages.trainer_bridge import ContextCallback, numeric_metrics
+
+FINAL_MODEL_FOLDER = "model"
+
+
+def train_and_finish(trainer: Any, bridge: ContextCallback, spec: JobSpec, context: StageContext,
+                     tokenizer: Any, has_eval: bool) -> StageResult:
+    """Run `trainer` (resuming from the context's newest checkpoint) and turn the outcome into a StageResult."""
+    resume = context.resume_from()
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    steps = int(trainer.state.global_step)
+    trained_tokens = bridge.trained_tokens or int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
+    if bridge.stop_reason is not None:
+        status = "paused" if bridge.stop_reason == "pause" else "cancelled"
+        return StageResult(status=status, model_dir=None, steps=steps, trained_tokens=trained_tokens,
+                           metrics=bridge.last_train_metrics)
+    eval_metrics = numeric_metrics(trainer.evaluate()) if has_eval else {}
+    model_dir = None
+    if context.rank == 0:
+        from alignment_core.modeling.saving import save_model
+
+        model_dir = Path(save_model(trainer.model, tokenizer, Path(context.output_dir) / FINAL_MODEL_FOLDER,
+                                    merge_adapters=spec.output.merge_adapters))
+    return StageResult(status="completed", model_dir=model_dir, steps=steps, trained_tokens=trained_tokens,
+                       metrics=bridge.last_train_metrics, eval_metrics=eval_metrics)
