@@ -1,0 +1,80 @@
+// The jobs list: status, method, model, created, progress; a row opens the job.
+
+import {jobsApi} from "./api.js";
+import {ACTIVE_STATUSES, el, formatAge, formatDuration, formatTime, replaceChildren, statusBadge} from "./dom.js";
+
+/** Fraction done in [0, 1], or null when the job does not say (shown as an indeterminate bar). */
+export function jobProgress(job) {
+  if (job.status === "succeeded") return 1;
+  if (typeof job.progress === "number") return job.progress > 1 ? job.progress / 100 : job.progress;
+  const step = job.current_step ?? job.step;
+  const total = job.total_steps ?? job.max_steps;
+  if (typeof step === "number" && typeof total === "number" && total > 0) return Math.min(1, step / total);
+  return null;
+}
+
+export function methodOf(job) {
+  if (job.method && typeof job.method === "object") return job.method.type || "—";
+  return job.method || "—";
+}
+
+export function progressBar(job) {
+  const fraction = jobProgress(job);
+  const active = ACTIVE_STATUSES.has(job.status);
+  if (fraction === null) {
+    const moving = job.status === "running";
+    return el("div", {class: `progress ${moving ? "progress-indeterminate" : ""}`, title: job.status},
+      el("div", {class: "progress-fill", style: moving ? "" : "width:0%"}));
+  }
+  const percent = Math.round(fraction * 100);
+  return el("div", {class: "progress-wrap"},
+    el("div", {class: `progress ${active ? "" : "progress-done"}`, role: "progressbar", "aria-valuenow": percent},
+      el("div", {class: `progress-fill fill-${job.status}`, style: `width:${percent}%`})),
+    el("span", {class: "progress-label"}, `${percent}%`));
+}
+
+function jobRow(job) {
+  const open = () => { window.location.hash = `#/jobs/${job.id}`; };
+  return el("tr", {class: "clickable", "data-job-id": job.id, onclick: open, tabindex: 0,
+    onkeydown: (e) => { if (e.key === "Enter") open(); }},
+  el("td", null, el("a", {href: `#/jobs/${job.id}`, class: "mono"}, job.id),
+    job.suffix ? el("div", {class: "muted small"}, job.suffix) : null),
+  el("td", {class: "job-status"}, statusBadge(job.status)),
+  el("td", null, el("span", {class: "chip"}, methodOf(job))),
+  el("td", {class: "mono ellipsis", title: job.model}, job.model),
+  el("td", {title: formatTime(job.created_at)}, formatAge(job.created_at)),
+  el("td", {class: "progress-cell"}, progressBar(job)),
+  el("td", {class: "muted"}, formatDuration(job.started_at ?? job.created_at, job.finished_at)));
+}
+
+/** The jobs view: {root, refresh, live} for the app's poller. */
+export function jobsView() {
+  const summary = el("div", {class: "summary"});
+  const body = el("tbody");
+  const table = el("table", {class: "table", id: "jobs-table"},
+    el("thead", null, el("tr", null, ["Job", "Status", "Method", "Model", "Created", "Progress", "Duration"]
+      .map((h) => el("th", null, h)))),
+    body);
+  const empty = el("div", {class: "empty", hidden: true},
+    el("h3", null, "No jobs yet"),
+    el("p", {class: "muted"}, "Submit one with the CLI, the REST API or any OpenAI fine-tuning client:"),
+    el("pre", {class: "code"}, "alignd demo --url " + window.location.origin + " --api-key $ALIGND_API_KEY"));
+  const root = el("div", null,
+    el("div", {class: "page-head"}, el("h1", null, "Fine-tuning jobs"), summary),
+    el("div", {class: "card"}, table, empty));
+  let jobs = [];
+
+  async function refresh() {
+    const page = await jobsApi.list();
+    jobs = page.data || [];
+    replaceChildren(body, jobs.map(jobRow));
+    empty.hidden = jobs.length > 0;
+    table.hidden = jobs.length === 0;
+    const counts = {};
+    for (const job of jobs) counts[job.status] = (counts[job.status] || 0) + 1;
+    replaceChildren(summary, Object.entries(counts).map(([status, n]) =>
+      el("span", {class: "summary-item"}, statusBadge(status), el("b", null, n))));
+  }
+
+  return {root, refresh, live: () => jobs.some((j) => ACTIVE_STATUSES.has(j.status))};
+}
