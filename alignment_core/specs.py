@@ -164,6 +164,8 @@ class RewardSource(StrictModel):
     application: str | None = Field(None, description="type=serve: Ray Serve application name.")
     timeout_s: float = Field(60.0, gt=0)
     batch_size: int = Field(16, ge=1)
+    replicas: int = Field(1, ge=1, le=64, description="Ray Serve replicas of the reward model (workers only).")
+    gpus_per_replica: float = Field(0, ge=0, description="GPU fraction per reward replica; 0 scores on CPU.")
 
     @model_validator(mode="after")
     def _source_named(self) -> RewardSource:

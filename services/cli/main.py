@@ -55,6 +55,21 @@ def make_demo_data_command(
         typer.echo(f"{name:12s} {path}")
 
 
+from services.cli.keys import keys_app  # noqa: E402
+from services.cli.migrate import migrate_command  # noqa: E402
+from services.cli.serve import serve_command  # noqa: E402
+
+app.command("serve")(serve_command)
+app.command("migrate")(migrate_command)
+app.add_typer(keys_app, name="keys")
+
+from services.cli.up import up_command  # noqa: E402
+from services.cli.worker import worker_command  # noqa: E402
+
+app.command("worker")(worker_command)
+app.command("up")(up_command)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,104 @@
+"""`alignd up`: the API, one dispatcher and a local Ray in one process, with SQLite and files under ALIGND_HOME.
+
+Ctrl-C stops the API, then Ray (which ends a running stage at once); the interrupted job keeps its
+lease row and its checkpoints. Because an embedded home has exactly one dispatcher, the next start
+knows every 'running' job belongs to a dead process and requeues it at once, and the new attempt
+resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ADMIN_KEY_FILE = "admin_key"
+
+
+def admin_key_for(home: Path) -> str:
+    """ALIGND_ADMIN_KEY, else a key made once and kept (mode 0600) under the home."""
+    if os.environ.get("ALIGND_ADMIN_KEY"):
+        return os.environ["ALIGND_ADMIN_KEY"]
+    path = home / ADMIN_KEY_FILE
+    if path.exists():
+        return path.read_text().strip()
+    home.mkdir(parents=True, exist_ok=True)
+    key = f"sk-alignd-{secrets.token_urlsafe(24)}"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as stream:
+        stream.write(key + "\n")
+    return key
+
+
+@dataclass
+class EmbeddedAlignd:
+    """Start with `start()`, stop with `stop()`; `url` and `api_key` say how to reach it."""
+
+    home: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    lease_seconds: float = 30.0
+    api_key: str = ""
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _server: Any = None
+    dispatcher: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> EmbeddedAlignd:
+        import uvicorn
+
+        from services.api.main import create_app
+        from services.settings import Settings
+        from services.store import queue
+        from services.workers.dispatcher import Dispatcher
+        from services.workers.ray_cluster import connect_ray
+
+        self.home = Path(self.home).expanduser()
+        os.environ["ALIGND_HOME"] = str(self.home)  # the built-in tiny model is cached here, for Ray workers too
+        self.api_key = admin_key_for(self.home)
+        settings = Settings(home=self.home, admin_key=self.api_key, lease_seconds=self.lease_seconds)
+        app = create_app(settings)
+        context = app.state.alignd
+        # One dispatcher per embedded home: leases still held are a previous, dead process's.
+        requeued = queue.requeue_expired_leases(context.sessions, now=time.time() + self.lease_seconds + 1)
+        if requeued:
+            log.info("requeued jobs interrupted by the last shutdown: %s", ", ".join(requeued))
+        connect_ray(settings.ray_address, num_cpus=os.cpu_count())
+        self.dispatcher = Dispatcher(context.sessions, settings.resolved_storage_uri,
+                                     lease_seconds=self.lease_seconds, engine=context.engine)
+        self._server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, log_level="warning"))
+        self._spawn("api", self._server.run)
+        self._spawn("dispatcher", lambda: self.dispatcher.run(self._stop))
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._threads[0].is_alive():
+                raise RuntimeError(f"the API did not start on {self.url} (is the port taken?)")
+            time.sleep(0.05)
+        return self
+
+    def _spawn(self, name: str, target: Any) -> None:
+        thread = threading.Thread(target=target, name=f"alignd-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop the API and the dispatcher, then Ray (a running stage ends with it)."""
+        import ray
+
+        self._stop.set()
+        if self._server is not None:
+            self._server.should_exit = True
+        self._threads[0].join(timeout=10) if self._threads else None
+        if ray.is_initialized():
+            ray.shutdown()
