@@ -9,7 +9,8 @@ from alembic.config import Config
 
 import migrations
 
-MIGRATIONS_DIR = Path(migrations.__file__).parent
+# __path__ rather than __file__: an editable install made before __init__.py existed sees a namespace package.
+MIGRATIONS_DIR = Path(next(iter(migrations.__path__)))
 
 
 def alembic_config(database_url: str) -> Config:

@@ -55,11 +55,12 @@ export async function api(path, {method = "GET", query, body} = {}) {
 }
 
 /** Follow a cursor-paginated list ({data, has_more}) to the end, up to maxItems. */
-export async function listAll(path, {query = {}, cursor = (item) => item.id, maxItems = 10000} = {}) {
+export async function listAll(path, {query = {}, cursor = (item) => item.id, cursorParam = "after",
+  maxItems = 100000} = {}) {
   const items = [];
-  let after;
+  let after = query[cursorParam];
   for (;;) {
-    const page = await api(path, {query: {...query, after}});
+    const page = await api(path, {query: {...query, [cursorParam]: after}});
     const data = (page && page.data) || [];
     items.push(...data);
     if (!page || !page.has_more || data.length === 0 || items.length >= maxItems) break;
@@ -75,8 +76,9 @@ export const jobsApi = {
   checkpoints: (id) => api(`/v1/fine_tuning/jobs/${encodeURIComponent(id)}/checkpoints`, {query: {limit: 100}}),
   /** Metric rows after a step (all when afterStep is undefined), oldest first. */
   metrics: (id, afterStep) => listAll(`/v1/fine_tuning/jobs/${encodeURIComponent(id)}/metrics`, {
-    query: {limit: 1000, after: afterStep},
+    query: {limit: 5000, after_step: afterStep},
     cursor: (row) => row.step,
+    cursorParam: "after_step",
   }),
   action: (id, action) => api(`/v1/fine_tuning/jobs/${encodeURIComponent(id)}/${action}`, {method: "POST"}),
 };

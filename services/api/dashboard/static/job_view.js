@@ -135,7 +135,7 @@ export function jobView(jobId, notify) {
     ]);
     job = fresh;
     metrics.add(rows);
-    if (job.suffix) title.textContent = `${jobId} · ${job.suffix}`;
+    if (job.user_provided_suffix) title.textContent = `${jobId} · ${job.user_provided_suffix}`;
     replaceChildren(badge, statusBadge(job.status));
     renderActions();
     replaceChildren(error, errorPanel(job));

@@ -38,7 +38,7 @@ function jobRow(job) {
   return el("tr", {class: "clickable", "data-job-id": job.id, onclick: open, tabindex: 0,
     onkeydown: (e) => { if (e.key === "Enter") open(); }},
   el("td", null, el("a", {href: `#/jobs/${job.id}`, class: "mono"}, job.id),
-    job.suffix ? el("div", {class: "muted small"}, job.suffix) : null),
+    job.user_provided_suffix ? el("div", {class: "muted small"}, job.user_provided_suffix) : null),
   el("td", {class: "job-status"}, statusBadge(job.status)),
   el("td", null, el("span", {class: "chip"}, methodOf(job))),
   el("td", {class: "mono ellipsis", title: job.model}, job.model),

@@ -1,0 +1,79 @@
+"""One error shape for every failure: {"error": {"message", "type", "param", "code"}}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+               404: "not_found_error", 405: "invalid_request_error", 409: "conflict_error",
+               413: "invalid_request_error", 422: "invalid_request_error", 500: "server_error",
+               503: "service_unavailable"}
+
+
+class ApiError(Exception):
+    """An error a handler raises on purpose; becomes the JSON error body with `status`."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 type: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.type = type or ERROR_TYPES.get(status, "invalid_request_error")
+
+
+def not_found(kind: str, identifier: str, param: str | None = None) -> ApiError:
+    return ApiError(404, f"No {kind} with id '{identifier}'", param=param, code=f"{kind}_not_found")
+
+
+def bad_request(message: str, param: str | None = None, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
+                   type: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": type or ERROR_TYPES.get(status, "invalid_request_error"),
+                      "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _location(loc: tuple) -> str | None:
+    parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, error: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+        return error_response(error.status, error.message, param=error.param, code=error.code, type=error.type,
+                              headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        param = _location(tuple(first.get("loc", ())))
+        kind = first.get("type", "")
+        if kind == "extra_forbidden":
+            message = f"{param}: unknown field"
+        elif kind == "json_invalid":
+            message, param = "The request body is not valid JSON", None
+        else:
+            message = f"{param}: {first.get('msg', 'invalid value')}" if param else first.get("msg", "invalid request")
+        return error_response(400, message, param=param, code="invalid_value" if kind != "missing" else "missing")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        message = {404: "Unknown URL", 405: "Method not allowed for this URL"}.get(error.status_code, str(error.detail))
+        return error_response(error.status_code, message, code={404: "unknown_url", 405: "method_not_allowed"}
+                              .get(error.status_code), headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(500, "Internal server error; the details are in the server log", code="internal_error")

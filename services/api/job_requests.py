@@ -1,0 +1,240 @@
+"""Turn an OpenAI-shaped create body into a validated alignment_core JobSpec and a NewJob for the queue.
+
+Everything is checked here, before anything is queued: field names, the spec, the files (exist, belong
+to the project, hold data the method can train on) and the input jobs a model name refers to.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from alignment_core.data.formats import DataFormatError, check_method_accepts
+from alignment_core.specs import (
+    IMPLEMENTED_METHODS,
+    DpoMethod,
+    JobSpec,
+    PpoMethod,
+    RewardModelMethod,
+    SupervisedMethod,
+    TrainingSpec,
+    describe_validation_error,
+)
+from services.api.errors import ApiError, bad_request
+from services.api.schemas import JobCreate
+from services.store.files import get_file
+from services.store.jobs import find_job_by_output
+from services.store.models import Project
+from services.store.queue import NewJob
+
+METHOD_CLASSES = {"supervised": SupervisedMethod, "reward_model": RewardModelMethod, "dpo": DpoMethod,
+                  "ppo": PpoMethod}
+# OpenAI hyperparameter names and where they land in the spec.
+OPENAI_HYPERPARAMETERS = {"n_epochs": ("training", "epochs"), "batch_size": ("training", "batch_size")}
+EXTENSION_TARGETS = {
+    "zero_stage": ("distribution", "zero_stage"), "num_workers": ("distribution", "num_workers"),
+    "gpus_per_worker": ("distribution", "gpus_per_worker"), "cpus_per_worker": ("distribution", "cpus_per_worker"),
+    "offload_optimizer": ("distribution", "offload_optimizer"), "offload_params": ("distribution", "offload_params"),
+    "max_length": ("data", "max_length"), "max_prompt_length": ("data", "max_prompt_length"),
+    "packing": ("data", "packing"), "data_format": ("data", "format"), "eval_split": ("data", "eval_split"),
+    "max_examples": ("data", "max_examples"), "filters": ("data", "filters"),
+    "quantization": ("model", "quantization"), "merge_adapters": ("output", "merge_adapters"),
+}
+RECORDED_PACKAGES = ("alignd", "torch", "transformers", "trl", "peft", "ray", "deepspeed")
+
+
+def body_hash(body: dict[str, Any]) -> str:
+    """A stable hash of a request body, for Idempotency-Key comparisons."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _method_settings(method: dict[str, Any] | None, legacy: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The method type and its settings object (method.<type>), legacy hyperparameters folded in."""
+    method = dict(method or {"type": "supervised"})
+    method_type = method.pop("type", None)
+    if not isinstance(method_type, str):
+        raise bad_request("method.type is required (supervised, dpo, reward_model or ppo)", "method.type")
+    settings = method.pop(method_type, None) or {}
+    if method:
+        name = next(iter(method))
+        raise bad_request(f"method.{name}: unknown field (method.type is '{method_type}')", f"method.{name}")
+    if not isinstance(settings, dict):
+        raise bad_request(f"method.{method_type} must be an object", f"method.{method_type}")
+    if legacy:
+        settings = {**settings, "hyperparameters": {**legacy, **settings.get("hyperparameters", {})}}
+    return method_type, settings
+
+
+def _place_hyperparameters(method_type: str, hyper: dict[str, Any], spec: dict[str, Any]) -> float | None:
+    """Route each hyperparameter into the spec; returns the learning-rate multiplier, if any."""
+    method_fields = set(METHOD_CLASSES[method_type].model_fields) - {"type"}
+    multiplier = None
+    for name, value in hyper.items():
+        param = f"method.{method_type}.hyperparameters.{name}"
+        if value == "auto":
+            continue
+        if name == "learning_rate_multiplier":
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise bad_request(f"{param}: must be a positive number or 'auto'", param)
+            multiplier = float(value)
+        elif name in OPENAI_HYPERPARAMETERS:
+            section, field = OPENAI_HYPERPARAMETERS[name]
+            spec[section][field] = value
+        elif name in method_fields:
+            spec["method"][name] = value
+        elif name in TrainingSpec.model_fields:
+            spec["training"][name] = value
+        else:
+            raise bad_request(f"{param}: unknown field", param)
+    return multiplier
+
+
+class ModelReferences:
+    """Resolves model names that point at other jobs; collects the jobs this one must wait for."""
+
+    def __init__(self, session: Session, project: Project, pending: dict[str, str] | None = None):
+        self.session, self.project = session, project
+        self.pending = pending or {}  # names of not-yet-inserted jobs (pipeline stages) -> their job ids
+        self.depends_on: list[str] = []
+
+    def resolve(self, name: str, param: str) -> str:
+        """The name the spec should carry: another job's output name, or `name` unchanged."""
+        if name in self.pending:
+            self._add(self.pending[name])
+            return name
+        looks_like_job = name.startswith(("ftjob-", "ft:", "ft-"))
+        job = find_job_by_output(self.session, self.project.id, name) if looks_like_job else None
+        if job is None:
+            if looks_like_job:
+                raise ApiError(400, f"{param}: no job or fine-tuned model '{name}' in this project", param=param,
+                               code="model_not_found")
+            return name
+        if job.status in ("failed", "cancelled"):
+            raise bad_request(f"{param}: input job '{job.id}' is {job.status}", param, code="dependency_failed")
+        if job.status != "succeeded":
+            self._add(job.id)
+        return job.fine_tuned_model or job.output_model
+
+    def _add(self, job_id: str) -> None:
+        if job_id not in self.depends_on:
+            self.depends_on.append(job_id)
+
+
+def output_model_name(model: str, suffix: str | None, job_id: str) -> str:
+    """``ft:<base>:<suffix>:<job id>`` (OpenAI's pattern); chained jobs keep the first base's name."""
+    base = model.split(":")[1] if model.startswith("ft:") else model.rstrip("/").rsplit("/", 1)[-1]
+    base = base.replace(":", "-") or "model"
+    return f"ft:{base}:{suffix}:{job_id}" if suffix else f"ft:{base}:{job_id}"
+
+
+def _check_file(session: Session, project: Project, file_id: str, method_type: str, param: str) -> None:
+    row = get_file(session, project.id, file_id)
+    if row is None:
+        raise ApiError(400, f"{param}: no file '{file_id}' in this project", param=param, code="file_not_found")
+    try:
+        check_method_accepts(method_type, row.format)
+    except DataFormatError as error:
+        raise bad_request(f"{param}: {error.reason}", param, code="unsuitable_file_format") from None
+
+
+def build_new_job(session: Session, project: Project, body: JobCreate, job_id: str,
+                  references: ModelReferences | None = None) -> NewJob:
+    """Validate `body` completely and return what the queue stores; raises ApiError(400) on any problem."""
+    references = references or ModelReferences(session, project)
+    method_type, settings = _method_settings(body.method, body.hyperparameters)
+    if method_type not in METHOD_CLASSES:
+        if method_type in ("orpo", "kto", "grpo"):
+            raise bad_request(f"method.type: '{method_type}' is not available yet; use one of "
+                              f"{', '.join(IMPLEMENTED_METHODS)}", "method.type", code="method_not_available")
+        raise bad_request(f"method.type: unknown method '{method_type}'", "method.type")
+    hyper = settings.pop("hyperparameters", None) or {}
+    if not isinstance(hyper, dict):
+        raise bad_request(f"method.{method_type}.hyperparameters must be an object",
+                          f"method.{method_type}.hyperparameters")
+
+    model_name = references.resolve(body.model, "model")
+    spec: dict[str, Any] = {
+        "method": {"type": method_type}, "model": {"name_or_path": model_name},
+        "data": {"train_files": [body.training_file],
+                 "eval_files": [body.validation_file] if body.validation_file else []},
+        "training": {}, "distribution": {}, "output": {},
+    }
+    if method_type == "ppo":
+        reward_name = settings.pop("reward_model", None)
+        if reward_name is not None:
+            if not isinstance(reward_name, str):
+                raise bad_request("method.ppo.reward_model must be a string", "method.ppo.reward_model")
+            settings["reward"] = {"type": "model",
+                                  "model": references.resolve(reward_name, "method.ppo.reward_model")}
+        elif isinstance(settings.get("reward"), dict) and isinstance(settings["reward"].get("model"), str):
+            settings["reward"]["model"] = references.resolve(settings["reward"]["model"], "method.ppo.reward.model")
+    for name, value in settings.items():
+        if name not in METHOD_CLASSES[method_type].model_fields:
+            raise bad_request(f"method.{method_type}.{name}: unknown field", f"method.{method_type}.{name}")
+        spec["method"][name] = value
+    multiplier = _place_hyperparameters(method_type, hyper, spec)
+    if body.lora is not None and body.lora is not False:
+        spec["model"]["lora"] = {} if body.lora is True else body.lora
+    for name, (section, field) in EXTENSION_TARGETS.items():
+        value = getattr(body, name)
+        if value is not None:
+            spec[section][field] = value
+    if body.seed is not None:
+        spec["training"]["seed"] = body.seed
+    if body.spec:
+        spec = _deep_merge(spec, body.spec)
+
+    validated = _validate_spec(spec, from_override=bool(body.spec))
+    if multiplier is not None:
+        validated = _validate_spec(_deep_merge(validated.model_dump(mode="json"), {
+            "training": {"learning_rate": validated.training.learning_rate * multiplier}}), from_override=False)
+
+    for index, file_id in enumerate(validated.data.train_files):
+        _check_file(session, project, file_id, method_type, "training_file" if index == 0 else "spec.data.train_files")
+    for file_id in validated.data.eval_files:
+        _check_file(session, project, file_id, method_type, "validation_file")
+
+    return NewJob(
+        id=job_id, project_id=project.id, spec=validated.model_dump(mode="json"), method=method_type,
+        model=body.model, request={"integrations": body.integrations},
+        training_file=body.training_file, validation_file=body.validation_file, suffix=body.suffix,
+        seed=validated.training.seed, metadata=body.metadata, priority=body.priority,
+        max_attempts=body.max_attempts, depends_on=list(references.depends_on),
+        output_model=output_model_name(model_name, body.suffix, job_id), package_versions=package_versions(),
+    )
+
+
+def _validate_spec(spec: dict[str, Any], from_override: bool) -> JobSpec:
+    try:
+        return JobSpec.model_validate(spec)
+    except ValidationError as error:
+        message, location = describe_validation_error(error)
+        param = f"spec.{location}" if location and from_override else location
+        raise ApiError(400, message, param=param, code="invalid_spec") from None
+

@@ -1,0 +1,41 @@
+"""Build the FastAPI app: `create_app(settings)` migrates the database and wires routers and error handlers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.api.deps import AppContext
+from services.api.errors import install_error_handlers
+from services.api.routes import files, health, jobs, models, pipelines, projects
+from services.settings import Settings, configure_logging, get_settings
+from services.store.blobs import BlobStore
+from services.store.engine import make_engine, make_session_factory
+from services.store.migrate import upgrade_database
+from services.store.projects import DEFAULT_PROJECT, ensure_project
+
+
+def create_app(settings: Settings | None = None, migrate: bool = True) -> FastAPI:
+    """The alignd REST API. Migrations run here (not in a lifespan) so a mounted sub-app is ready too."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    database_url = settings.resolved_database_url
+    if migrate:
+        upgrade_database(database_url)
+    engine = make_engine(database_url, **({} if engine_is_sqlite(database_url) else {"pool_size": 20,
+                                                                                      "max_overflow": 40}))
+    sessions = make_session_factory(engine)
+    with sessions.begin() as session:
+        ensure_project(session, DEFAULT_PROJECT)
+
+    app = FastAPI(title="alignd", version="0.1.0",
+                  description="Fine-tuning and alignment jobs behind an OpenAI-shaped API.")
+    app.state.alignd = AppContext(settings=settings, engine=engine, sessions=sessions,
+                                  blobs=BlobStore(settings.resolved_storage_uri))
+    install_error_handlers(app)
+    for module in (health, files, jobs, pipelines, models, projects):
+        app.include_router(module.router)
+    return app
+
+
+def engine_is_sqlite(database_url: str) -> bool:
+    return database_url.startswith("sqlite")

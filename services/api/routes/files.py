@@ -1,0 +1,107 @@
+"""/v1/files: upload (streamed, size-limited, validated), list, retrieve, content, delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from alignment_core.data.formats import DataFormatError, FormatReport, validate_file
+from services.api.deps import ContextDep, CurrentProject, SessionDep
+from services.api.errors import ApiError, bad_request, not_found
+from services.api.schemas import FilePublic, ListPublic
+from services.api.uploads import receive_upload
+from services.store.files import add_file, delete_file, get_file, list_files
+from services.store.models import Job, new_id
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+PURPOSES = ("fine-tune",)
+
+
+def _validate_jsonl(path: str) -> FormatReport:
+    try:
+        return validate_file(path)
+    except DataFormatError as error:
+        # The message names the line and field (DataFormatError's text); nothing of the upload is kept.
+        raise ApiError(400, f"Invalid training file: {error}", param="file", code="invalid_file_format") from None
+
+
+@router.post("", response_model=FilePublic)
+async def upload_file(request: Request, context: ContextDep, project: CurrentProject) -> FilePublic:
+    upload = await receive_upload(request, context.settings.max_upload_bytes)
+    try:
+        if upload.path is None:
+            raise bad_request("Missing the 'file' part of the form", "file", code="missing")
+        purpose = upload.fields.get("purpose")
+        if purpose not in PURPOSES:
+            raise bad_request(f"purpose must be one of {list(PURPOSES)}, got {purpose!r}", "purpose")
+        report = await run_in_threadpool(_validate_jsonl, upload.path)
+        file_id = new_id("file")
+        storage_key = f"files/{project.id}/{file_id}.jsonl"
+        await run_in_threadpool(context.blobs.put_file, upload.path, storage_key)
+        try:
+            row = await run_in_threadpool(_store_row, context, project.id, file_id, upload, purpose, storage_key,
+                                          report)
+        except Exception:
+            context.blobs.delete(storage_key)
+            raise
+        return FilePublic.from_row(row)
+    finally:
+        upload.discard()
+
+
+def _store_row(context, project_id, file_id, upload, purpose, storage_key, report):
+    with context.sessions.begin() as session:
+        return add_file(session, file_id=file_id, project_id=project_id, filename=upload.filename or "upload.jsonl",
+                        purpose=purpose, size=upload.size, sha256=upload.sha256, storage_key=storage_key,
+                        data_format=report.format, num_examples=report.num_examples)
+
+
+@router.get("", response_model=ListPublic)
+def list_project_files(session: SessionDep, project: CurrentProject, purpose: str | None = None,
+                       after: str | None = None, limit: int = Query(100, ge=1, le=10000),
+                       order: str = Query("desc", pattern="^(asc|desc)$")) -> ListPublic:
+    rows, has_more = list_files(session, project.id, purpose=purpose, after=after, limit=limit,
+                                newest_first=order == "desc")
+    return ListPublic(data=[FilePublic.from_row(row) for row in rows], has_more=has_more)
+
+
+@router.get("/{file_id}", response_model=FilePublic)
+def retrieve_file(file_id: str, session: SessionDep, project: CurrentProject) -> FilePublic:
+    row = get_file(session, project.id, file_id)
+    if row is None:
+        raise not_found("file", file_id)
+    return FilePublic.from_row(row)
+
+
+@router.get("/{file_id}/content")
+def file_content(file_id: str, session: SessionDep, project: CurrentProject, context: ContextDep):
+    row = get_file(session, project.id, file_id)
+    if row is None:
+        raise not_found("file", file_id)
+    stream = context.blobs.open(row.storage_key)
+
+    def chunks():
+        with stream:
+            while chunk := stream.read(1 << 16):
+                yield chunk
+
+    return StreamingResponse(chunks(), media_type="application/jsonl",
+                             headers={"Content-Disposition": f'attachment; filename="{row.filename}"'})
+
+
+@router.delete("/{file_id}")
+def remove_file(file_id: str, session: SessionDep, project: CurrentProject, context: ContextDep) -> dict:
+    row = get_file(session, project.id, file_id)
+    if row is None:
+        raise not_found("file", file_id)
+    delete_file(session, row)
+    # Keep the bytes while an unfinished job still needs them.
+    in_use = session.execute(select(Job.id).where(
+        Job.project_id == project.id, Job.status.in_(("validating_files", "queued", "running", "paused")),
+        (Job.training_file == file_id) | (Job.validation_file == file_id)).limit(1)).first()
+    session.commit()
+    if in_use is None:
+        context.blobs.delete(row.storage_key)
+    return {"id": file_id, "object": "file", "deleted": True}

@@ -1,0 +1,155 @@
+"""/v1/fine_tuning/jobs: create (idempotent), list, retrieve, cancel / pause / resume, events, checkpoints, metrics."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.api.deps import CurrentProject, SessionDep
+from services.api.errors import ApiError, bad_request, not_found
+from services.api.job_requests import body_hash, build_new_job
+from services.api.schemas import (
+    CheckpointPublic,
+    JobCreate,
+    JobEventPublic,
+    JobPublic,
+    ListPublic,
+    MetricPublic,
+)
+from services.store import jobs as job_store
+from services.store.lifecycle import InvalidTransition
+from services.store.models import JOB_STATUSES, Job, new_id
+from services.store.queue import DependencyFailed, enqueue_job
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning jobs"])
+
+
+def _job_or_404(session: Session, project_id: str, job_id: str) -> Job:
+    job = job_store.get_job(session, project_id, job_id)
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+def _replay(existing: Job, digest: str) -> JobPublic:
+    if existing.idempotency_hash != digest:
+        raise ApiError(409, "This Idempotency-Key was already used with a different request body",
+                       param="Idempotency-Key", code="idempotency_key_reused")
+    return JobPublic.from_row(existing)
+
+
+@router.post("", response_model=JobPublic)
+def create_job(body: JobCreate, session: SessionDep, project: CurrentProject,
+               idempotency_key: Annotated[str | None, Header(max_length=300)] = None) -> JobPublic:
+    digest = body_hash(body.model_dump(mode="json", exclude_unset=True)) if idempotency_key else None
+    if idempotency_key:
+        existing = job_store.get_job_by_idempotency_key(session, project.id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, digest)
+    new_job = build_new_job(session, project, body, new_id("ftjob"))
+    new_job.idempotency_key, new_job.idempotency_hash = idempotency_key, digest
+    try:
+        job = enqueue_job(session, new_job)
+        session.commit()
+    except DependencyFailed as error:
+        session.rollback()
+        raise bad_request(str(error), "model", code="dependency_failed") from None
+    except IntegrityError:
+        session.rollback()
+        existing = job_store.get_job_by_idempotency_key(session, project.id, idempotency_key) if idempotency_key \
+            else None
+        if existing is None:
+            raise
+        return _replay(existing, digest)
+    return JobPublic.from_row(job)
+
+
+def _metadata_filter(raw: str | None) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+        raise bad_request('metadata must be a JSON object of strings, e.g. {"team":"nlp"}', "metadata")
+    return parsed
+
+
+@router.get("", response_model=ListPublic)
+def list_jobs(session: SessionDep, project: CurrentProject, after: str | None = None,
+              limit: int = Query(20, ge=1, le=1000), status: str | None = None,
+              metadata: str | None = Query(None, description='JSON object, e.g. {"team":"nlp"}')) -> ListPublic:
+    if status is not None and status not in JOB_STATUSES:
+        raise bad_request(f"status must be one of {list(JOB_STATUSES)}", "status")
+    rows, has_more = job_store.list_jobs(session, project.id, after=after, limit=limit, status=status,
+                                         metadata=_metadata_filter(metadata))
+    return ListPublic(data=[JobPublic.from_row(row) for row in rows], has_more=has_more)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def retrieve_job(job_id: str, session: SessionDep, project: CurrentProject) -> JobPublic:
+    return JobPublic.from_row(_job_or_404(session, project.id, job_id))
+
+
+def _transition(session: Session, project_id: str, job_id: str, change) -> JobPublic:
+    job = _job_or_404(session, project_id, job_id)
+    try:
+        change(session, job)
+    except InvalidTransition as error:
+        raise ApiError(409, str(error), code="invalid_state") from None
+    session.commit()
+    return JobPublic.from_row(job)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job_id: str, session: SessionDep, project: CurrentProject) -> JobPublic:
+    return _transition(session, project.id, job_id, job_store.request_cancel)
+
+
+@router.post("/{job_id}/pause", response_model=JobPublic)
+def pause_job(job_id: str, session: SessionDep, project: CurrentProject) -> JobPublic:
+    return _transition(session, project.id, job_id, job_store.request_pause)
+
+
+@router.post("/{job_id}/resume", response_model=JobPublic)
+def resume_job(job_id: str, session: SessionDep, project: CurrentProject) -> JobPublic:
+    return _transition(session, project.id, job_id, job_store.resume_job)
+
+
+def _cursor(value: str | None, prefix: str, param: str = "after") -> int | None:
+    if value is None:
+        return None
+    number = value.removeprefix(prefix)
+    if not number.isdigit():
+        raise bad_request(f"after must be an id like '{prefix}123'", param)
+    return int(number)
+
+
+@router.get("/{job_id}/events", response_model=ListPublic)
+def list_job_events(job_id: str, session: SessionDep, project: CurrentProject, after: str | None = None,
+                    limit: int = Query(20, ge=1, le=1000)) -> ListPublic:
+    _job_or_404(session, project.id, job_id)
+    rows, has_more = job_store.list_events(session, job_id, after=_cursor(after, "ftevent-"), limit=limit)
+    return ListPublic(data=[JobEventPublic.from_row(row) for row in rows], has_more=has_more)
+
+
+@router.get("/{job_id}/checkpoints", response_model=ListPublic)
+def list_job_checkpoints(job_id: str, session: SessionDep, project: CurrentProject, after: str | None = None,
+                         limit: int = Query(10, ge=1, le=1000)) -> ListPublic:
+    job = _job_or_404(session, project.id, job_id)
+    rows, has_more = job_store.list_checkpoints(session, job_id, after=_cursor(after, "ftckpt-"), limit=limit)
+    return ListPublic(data=[CheckpointPublic.from_row(row, job) for row in rows], has_more=has_more)
+
+
+@router.get("/{job_id}/metrics", response_model=ListPublic)
+def list_job_metrics(job_id: str, session: SessionDep, project: CurrentProject,
+                     after_step: int | None = Query(None, ge=-1),
+                     limit: int = Query(100, ge=1, le=10000)) -> ListPublic:
+    _job_or_404(session, project.id, job_id)
+    rows, has_more = job_store.list_metrics(session, job_id, after_step=after_step, limit=limit)
+    return ListPublic(data=[MetricPublic.from_row(row) for row in rows], has_more=has_more)

@@ -1,0 +1,280 @@
+"""Request and response shapes, split by use: *Create is what a client may send, *Public what it sees."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.store.models import ApiKey, Checkpoint, File, Job, JobEvent, JobMetric, Pipeline, Project, RegisteredModel
+
+
+class CreateModel(BaseModel):
+    """Unknown fields are rejected with 400 naming them, never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobCreate(CreateModel):
+    """OpenAI's create body plus alignd's extensions (sent by the SDK through ``extra_body``)."""
+
+    model: str = Field(..., min_length=1, description="Base model, 'alignd-tiny', or another job's id / output.")
+    training_file: str = Field(..., min_length=1)
+    validation_file: str | None = None
+    method: dict[str, Any] | None = Field(None, description="{type, <type>: {hyperparameters, ...}}")
+    hyperparameters: dict[str, Any] | None = Field(None, description="Legacy top-level hyperparameters.")
+    suffix: str | None = Field(None, max_length=64)
+    seed: int | None = None
+    metadata: dict[str, str] | None = Field(None, max_length=16)
+    integrations: list[dict[str, Any]] | None = None
+    # alignd extensions
+    lora: dict[str, Any] | bool | None = Field(None, description="LoRA settings ({r, alpha, ...}) or true.")
+    quantization: dict[str, Any] | None = Field(None, description="QLoRA settings ({bits, quant_type, ...}).")
+    zero_stage: int | None = None
+    num_workers: int | None = None
+    gpus_per_worker: float | None = None
+    cpus_per_worker: float | None = None
+    offload_optimizer: bool | None = None
+    offload_params: bool | None = None
+    max_length: int | None = None
+    max_prompt_length: int | None = None
+    packing: bool | None = None
+    data_format: str | None = None
+    eval_split: float | None = None
+    max_examples: int | None = None
+    filters: dict[str, Any] | None = None
+    merge_adapters: bool | None = None
+    priority: int = Field(0, ge=-1000, le=1000)
+    max_attempts: int = Field(3, ge=1, le=20)
+    spec: dict[str, Any] | None = Field(None, description="Partial JobSpec merged over the translated body.")
+
+
+class PipelineStage(CreateModel):
+    method: str | dict[str, Any]
+    training_file: str
+    validation_file: str | None = None
+    model: str | None = Field(None, description="Default: the previous policy stage's output (or the base).")
+    reward_model: str | None = Field(None, description="PPO: default the latest reward_model stage's output.")
+    hyperparameters: dict[str, Any] | None = None
+    suffix: str | None = Field(None, max_length=64)
+    extensions: dict[str, Any] | None = Field(None, description="Extension fields of JobCreate for this stage.")
+
+
+class PipelineCreate(CreateModel):
+    name: str | None = Field(None, max_length=200)
+    model: str = Field(..., min_length=1)
+    stages: list[PipelineStage] = Field(..., min_length=1, max_length=10)
+    suffix: str | None = Field(None, max_length=64)
+    seed: int | None = None
+    metadata: dict[str, str] | None = None
+    priority: int = Field(0, ge=-1000, le=1000)
+
+
+class ProjectCreate(CreateModel):
+    name: str = Field(..., min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+class ApiKeyCreate(CreateModel):
+    name: str | None = Field(None, max_length=200)
+
+
+class ListPublic(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Any]
+    has_more: bool = False
+
+
+class FilePublic(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: str
+    status_details: str | None = None
+    format: str
+    num_examples: int
+    sha256: str
+
+    @classmethod
+    def from_row(cls, row: File) -> FilePublic:
+        return cls(id=row.id, bytes=row.bytes, created_at=int(row.created_at), filename=row.filename,
+                   purpose=row.purpose, status=row.status, format=row.format, num_examples=row.num_examples,
+                   sha256=row.sha256)
+
+
+def _openai_hyperparameters(spec: dict[str, Any]) -> dict[str, Any]:
+    from alignment_core.specs import PRESETS
+
+    training, method = spec.get("training", {}), spec.get("method", {})
+    preset = PRESETS.get(method.get("type", ""), {})
+    learning_rate = training.get("learning_rate")
+    hyper = {"n_epochs": training.get("epochs"), "batch_size": training.get("batch_size"),
+             "learning_rate_multiplier": (learning_rate / preset["learning_rate"])
+             if learning_rate and preset else None}
+    if method.get("type") == "dpo":
+        hyper["beta"] = method.get("beta")
+    return hyper
+
+
+class JobPublic(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    finished_at: int | None
+    estimated_finish: int | None = None
+    model: str
+    fine_tuned_model: str | None
+    organization_id: str
+    result_files: list[str]
+    status: str
+    training_file: str | None
+    validation_file: str | None
+    hyperparameters: dict[str, Any]
+    method: dict[str, Any]
+    trained_tokens: int | None
+    error: dict[str, Any] | None
+    seed: int
+    metadata: dict[str, Any] | None
+    integrations: list[Any] | None
+    user_provided_suffix: str | None
+    # alignd extensions
+    priority: int
+    attempts: int
+    max_attempts: int
+    depends_on: list[str]
+    pipeline_id: str | None
+    cancel_requested: bool
+    pause_requested: bool
+    result: dict[str, Any] | None
+    package_versions: dict[str, Any] | None
+    spec: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, job: Job) -> JobPublic:
+        hyper = _openai_hyperparameters(job.spec)
+        method_type = job.spec.get("method", {}).get("type", job.method)
+        return cls(
+            id=job.id, created_at=int(job.created_at),
+            finished_at=int(job.finished_at) if job.finished_at else None, model=job.model,
+            fine_tuned_model=job.fine_tuned_model, organization_id=job.project_id, result_files=[],
+            status=job.status, training_file=job.training_file, validation_file=job.validation_file,
+            hyperparameters=hyper, method={"type": method_type, method_type: {"hyperparameters": hyper}},
+            trained_tokens=job.trained_tokens, error=job.error, seed=job.seed, metadata=job.metadata_,
+            integrations=job.request.get("integrations"), user_provided_suffix=job.suffix, priority=job.priority,
+            attempts=job.attempts, max_attempts=job.max_attempts, depends_on=list(job.depends_on or []),
+            pipeline_id=job.pipeline_id, cancel_requested=job.cancel_requested,
+            pause_requested=job.pause_requested, result=job.result, package_versions=job.package_versions,
+            spec=job.spec,
+        )
+
+
+class JobEventPublic(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: str
+    message: str
+    data: dict[str, Any] | None
+    type: str
+
+    @classmethod
+    def from_row(cls, row: JobEvent) -> JobEventPublic:
+        return cls(id=f"ftevent-{row.id}", created_at=int(row.created_at), level=row.level, message=row.message,
+                   data=row.data, type=row.type)
+
+
+class CheckpointPublic(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict[str, Any]
+    step_number: int
+
+    @classmethod
+    def from_row(cls, row: Checkpoint, job: Job) -> CheckpointPublic:
+        return cls(id=f"ftckpt-{row.id}", created_at=int(row.created_at),
+                   fine_tuned_model_checkpoint=f"{job.output_model}:ckpt-step-{row.step}",
+                   fine_tuning_job_id=job.id, metrics={"step": row.step, **(row.metrics or {})},
+                   step_number=row.step)
+
+
+class MetricPublic(BaseModel):
+    object: Literal["fine_tuning.job.metric"] = "fine_tuning.job.metric"
+    step: int
+    metrics: dict[str, float]
+    created_at: int
+
+    @classmethod
+    def from_row(cls, row: JobMetric) -> MetricPublic:
+        return cls(step=row.step, metrics=row.metrics, created_at=int(row.created_at))
+
+
+class ModelPublic(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    kind: str | None = None
+    job_id: str | None = None
+    base_model: str | None = None
+    path: str | None = None
+
+    @classmethod
+    def from_row(cls, row: RegisteredModel) -> ModelPublic:
+        return cls(id=row.id, created=int(row.created_at), owned_by=row.project_id, kind=row.kind,
+                   job_id=row.job_id, base_model=row.base_model, path=row.path)
+
+
+class PipelinePublic(BaseModel):
+    id: str
+    object: Literal["pipeline"] = "pipeline"
+    name: str | None
+    created_at: int
+    status: str
+    job_ids: list[str]
+    jobs: list[JobPublic]
+    metadata: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: Pipeline, jobs: list[Job]) -> PipelinePublic:
+        statuses = [job.status for job in jobs]
+        if any(s in ("failed", "cancelled") for s in statuses):
+            status = "failed" if "failed" in statuses else "cancelled"
+        elif statuses and all(s == "succeeded" for s in statuses):
+            status = "succeeded"
+        elif "running" in statuses:
+            status = "running"
+        else:
+            status = "queued"
+        return cls(id=row.id, name=row.name, created_at=int(row.created_at), status=status, job_ids=row.job_ids,
+                   jobs=[JobPublic.from_row(job) for job in jobs], metadata=row.metadata_)
+
+
+class ProjectPublic(BaseModel):
+    id: str
+    object: Literal["project"] = "project"
+    name: str
+    created_at: int
+
+    @classmethod
+    def from_row(cls, row: Project) -> ProjectPublic:
+        return cls(id=row.id, name=row.name, created_at=int(row.created_at))
+
+
+class ApiKeyPublic(BaseModel):
+    id: str
+    object: Literal["api_key"] = "api_key"
+    project_id: str
+    name: str | None
+    prefix: str
+    created_at: int
+    key: str | None = Field(None, description="The key itself: only in the response that created it.")
+
+    @classmethod
+    def from_row(cls, row: ApiKey, key: str | None = None) -> ApiKeyPublic:
+        return cls(id=row.id, project_id=row.project_id, name=row.name, prefix=row.prefix,
+                   created_at=int(row.created_at), key=key)

@@ -1,0 +1,156 @@
+"""API-side job queries and client-requested transitions (cancel, pause, resume); the queue is in queue.py."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from services.store.lifecycle import InvalidTransition, add_events, fail_dependents
+from services.store.models import Checkpoint, Job, JobEvent, JobMetric, Pipeline, RegisteredModel
+
+DEFAULT_PAGE = 20
+
+
+def get_job(session: Session, project_id: str, job_id: str) -> Job | None:
+    return session.execute(select(Job).where(Job.id == job_id, Job.project_id == project_id)).scalar_one_or_none()
+
+
+def get_job_by_idempotency_key(session: Session, project_id: str, key: str) -> Job | None:
+    return session.execute(
+        select(Job).where(Job.project_id == project_id, Job.idempotency_key == key)
+    ).scalar_one_or_none()
+
+
+def find_job_by_output(session: Session, project_id: str, model: str) -> Job | None:
+    """The job of this project whose id or (future) fine_tuned_model is `model`."""
+    return session.execute(
+        select(Job).where(Job.project_id == project_id, (Job.id == model) | (Job.output_model == model)
+                          | (Job.fine_tuned_model == model))
+    ).scalars().first()
+
+
+def list_jobs(session: Session, project_id: str, *, after: str | None = None, limit: int = DEFAULT_PAGE,
+              status: str | None = None, metadata: dict[str, str] | None = None) -> tuple[list[Job], bool]:
+    """Newest first; `after` is the id of the last job of the previous page."""
+    query = select(Job).where(Job.project_id == project_id)
+    if status:
+        query = query.where(Job.status == status)
+    for key, value in (metadata or {}).items():
+        query = query.where(Job.metadata_[key].as_string() == value)
+    if after:
+        cursor = session.execute(select(Job.seq).where(Job.id == after, Job.project_id == project_id)).scalar()
+        if cursor is not None:
+            query = query.where(Job.seq < cursor)
+    rows = list(session.execute(query.order_by(Job.seq.desc()).limit(limit + 1)).scalars())
+    return rows[:limit], len(rows) > limit
+
+
+def list_events(session: Session, job_id: str, *, after: int | None = None,
+                limit: int = DEFAULT_PAGE) -> tuple[list[JobEvent], bool]:
+    """Newest first, like OpenAI's event list; `after` is the numeric id of the last event seen."""
+    query = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after is not None:
+        query = query.where(JobEvent.id < after)
+    rows = list(session.execute(query.order_by(JobEvent.id.desc()).limit(limit + 1)).scalars())
+    return rows[:limit], len(rows) > limit
+
+
+def list_checkpoints(session: Session, job_id: str, *, after: int | None = None,
+                     limit: int = 10) -> tuple[list[Checkpoint], bool]:
+    """Newest first; `after` is the numeric id of the last checkpoint seen."""
+    query = select(Checkpoint).where(Checkpoint.job_id == job_id)
+    if after is not None:
+        query = query.where(Checkpoint.id < after)
+    rows = list(session.execute(query.order_by(Checkpoint.id.desc()).limit(limit + 1)).scalars())
+    return rows[:limit], len(rows) > limit
+
+
+def list_metrics(session: Session, job_id: str, *, after_step: int | None = None,
+                 limit: int = 100) -> tuple[list[JobMetric], bool]:
+    """Oldest step first, for plotting; `after_step` is exclusive."""
+    query = select(JobMetric).where(JobMetric.job_id == job_id)
+    if after_step is not None:
+        query = query.where(JobMetric.step > after_step)
+    rows = list(session.execute(query.order_by(JobMetric.step).limit(limit + 1)).scalars())
+    return rows[:limit], len(rows) > limit
+
+
+def _set(session: Session, job: Job, **values: Any) -> None:
+    values["updated_at"] = time.time()
+    session.execute(update(Job).where(Job.id == job.id).values(**values),
+                    execution_options={"synchronize_session": False})
+    for name, value in values.items():
+        setattr(job, name, value)
+
+
+def request_cancel(session: Session, job: Job) -> None:
+    """Cancel at once if the job is not running; else flag it for its worker to stop."""
+    if job.status in ("succeeded", "failed", "cancelled"):
+        raise InvalidTransition(job.id, job.status, "cancelled")
+    if job.status == "running":
+        _set(session, job, cancel_requested=True)
+        add_events(session, [{"job_id": job.id, "message": "Cancellation requested"}])
+        return
+    _set(session, job, status="cancelled", finished_at=time.time(), blocked=False)
+    add_events(session, [{"job_id": job.id, "message": "The job was cancelled"}])
+    session.flush()
+    fail_dependents(session, job.id, "cancelled")
+
+
+def request_pause(session: Session, job: Job) -> None:
+    """Pause a waiting job at once, or ask a running job's worker to checkpoint and stop."""
+    if job.status == "queued":
+        _set(session, job, status="paused")
+        add_events(session, [{"job_id": job.id, "message": "The job was paused"}])
+    elif job.status == "running":
+        _set(session, job, pause_requested=True)
+        add_events(session, [{"job_id": job.id, "message": "Pause requested"}])
+    else:
+        raise InvalidTransition(job.id, job.status, "paused")
+
+
+def resume_job(session: Session, job: Job) -> None:
+    """Put a paused job back in the queue (its next attempt resumes from the newest checkpoint)."""
+    if job.status == "paused":
+        _set(session, job, status="queued", pause_requested=False, run_after=0.0)
+        add_events(session, [{"job_id": job.id, "message": "The job was resumed and is queued"}])
+    elif job.status == "running" and job.pause_requested:
+        _set(session, job, pause_requested=False)
+        add_events(session, [{"job_id": job.id, "message": "Pause request withdrawn"}])
+    else:
+        raise InvalidTransition(job.id, job.status, "resumed")
+
+
+def list_models(session: Session, project_id: str) -> list[RegisteredModel]:
+    return list(session.execute(
+        select(RegisteredModel).where(RegisteredModel.project_id == project_id).order_by(RegisteredModel.seq)
+    ).scalars())
+
+
+def get_model(session: Session, project_id: str, model_id: str) -> RegisteredModel | None:
+    return session.execute(
+        select(RegisteredModel).where(RegisteredModel.project_id == project_id, RegisteredModel.id == model_id)
+    ).scalar_one_or_none()
+
+
+def add_pipeline(session: Session, *, pipeline_id: str, project_id: str, name: str | None, request: dict[str, Any],
+                 job_ids: list[str], metadata: dict[str, Any] | None) -> Pipeline:
+    row = Pipeline(id=pipeline_id, project_id=project_id, name=name, request=request, job_ids=job_ids,
+                   metadata_=metadata, created_at=time.time())
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_pipeline(session: Session, project_id: str, pipeline_id: str) -> Pipeline | None:
+    return session.execute(
+        select(Pipeline).where(Pipeline.id == pipeline_id, Pipeline.project_id == project_id)
+    ).scalar_one_or_none()
+
+
+def jobs_by_ids(session: Session, job_ids: list[str]) -> list[Job]:
+    rows = {job.id: job for job in session.execute(select(Job).where(Job.id.in_(job_ids))).scalars()}
+    return [rows[job_id] for job_id in job_ids if job_id in rows]
