@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.api.dashboard import router as dashboard_router
 from services.api.deps import AppContext
 from services.api.errors import install_error_handlers
 from services.api.routes import files, health, jobs, models, pipelines, projects
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None, migrate: bool = True) -> FastAP
     install_error_handlers(app)
     for module in (health, files, jobs, pipelines, models, projects):
         app.include_router(module.router)
+    app.include_router(dashboard_router)
     return app
 
 

@@ -35,7 +35,7 @@ function facts(job, metrics) {
     fact("Step", lastStep === undefined ? "—" : formatCount(lastStep)),
     fact("Trained tokens", formatCount(job.trained_tokens)),
     fact("Seed", job.seed ?? "—"),
-    fact("Progress", progressBar(job)));
+    fact("Progress", progressBar(job, lastStep)));
 }
 
 function errorPanel(job) {

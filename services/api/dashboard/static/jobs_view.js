@@ -3,12 +3,15 @@
 import {jobsApi} from "./api.js";
 import {ACTIVE_STATUSES, el, formatAge, formatDuration, formatTime, replaceChildren, statusBadge} from "./dom.js";
 
-/** Fraction done in [0, 1], or null when the job does not say (shown as an indeterminate bar). */
-export function jobProgress(job) {
+/**
+ * Fraction done in [0, 1], or null when unknown (drawn as an indeterminate bar). The job view knows the
+ * last reported step; against the spec's max_steps that gives the fraction.
+ */
+export function jobProgress(job, lastStep) {
   if (job.status === "succeeded") return 1;
   if (typeof job.progress === "number") return job.progress > 1 ? job.progress / 100 : job.progress;
-  const step = job.current_step ?? job.step;
-  const total = job.total_steps ?? job.max_steps;
+  const step = lastStep ?? job.current_step;
+  const total = job.total_steps ?? job.spec?.training?.max_steps;
   if (typeof step === "number" && typeof total === "number" && total > 0) return Math.min(1, step / total);
   return null;
 }
@@ -18,8 +21,8 @@ export function methodOf(job) {
   return job.method || "—";
 }
 
-export function progressBar(job) {
-  const fraction = jobProgress(job);
+export function progressBar(job, lastStep) {
+  const fraction = jobProgress(job, lastStep);
   const active = ACTIVE_STATUSES.has(job.status);
   if (fraction === null) {
     const moving = job.status === "running";
