@@ -57,7 +57,9 @@ function eventsList(events) {
 
 function checkpointsTable(checkpoints) {
   if (checkpoints.length === 0) return el("div", {class: "empty-small"}, "No checkpoints yet");
-  const names = [...new Set(checkpoints.flatMap((c) => Object.keys(c.metrics || {})))].slice(0, 3);
+  // "step" is already its own column.
+  const names = [...new Set(checkpoints.flatMap((c) => Object.keys(c.metrics || {})))]
+    .filter((n) => n !== "step").slice(0, 3);
   return el("table", {class: "table table-compact", id: "checkpoints"},
     el("thead", null, el("tr", null, el("th", null, "Step"), el("th", null, "Checkpoint"),
       names.map((n) => el("th", null, n)), el("th", null, "Saved"))),
@@ -66,7 +68,7 @@ function checkpointsTable(checkpoints) {
       el("td", {class: "mono ellipsis", title: c.fine_tuned_model_checkpoint || c.id},
         c.fine_tuned_model_checkpoint || c.id),
       names.map((n) => el("td", null, formatNumber((c.metrics || {})[n]))),
-      el("td", {class: "muted"}, formatTime(c.created_at))))));
+      el("td", {class: "muted nowrap"}, formatTime(c.created_at))))));
 }
 
 function charts(metrics) {
@@ -124,7 +126,8 @@ export function jobView(jobId, notify) {
   function renderActions() {
     replaceChildren(actions, ACTIONS.map((a) => el("button", {
       class: a.style, type: "button", id: `action-${a.name}`,
-      disabled: busy || !job || !a.allowed.includes(job.status), onclick: () => act(a),
+      disabled: busy || !job || !a.allowed.includes(job.status) || (a.name !== "resume" && job.cancel_requested),
+      onclick: () => act(a),
     }, a.label)));
   }
 
@@ -136,7 +139,10 @@ export function jobView(jobId, notify) {
     job = fresh;
     metrics.add(rows);
     if (job.user_provided_suffix) title.textContent = `${jobId} · ${job.user_provided_suffix}`;
-    replaceChildren(badge, statusBadge(job.status));
+    // A running job stops at its worker's next heartbeat; until then say that the request is pending.
+    const pending = ACTIVE_STATUSES.has(job.status) &&
+      (job.cancel_requested ? "cancel requested" : job.pause_requested ? "pause requested" : null);
+    replaceChildren(badge, statusBadge(job.status), pending ? el("span", {class: "pending-note"}, pending) : null);
     renderActions();
     replaceChildren(error, errorPanel(job));
     replaceChildren(factsBox, facts(job, metrics));

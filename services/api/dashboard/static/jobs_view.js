@@ -24,6 +24,7 @@ export function methodOf(job) {
 export function progressBar(job, lastStep) {
   const fraction = jobProgress(job, lastStep);
   const active = ACTIVE_STATUSES.has(job.status);
+  if (fraction === null && !active) return el("span", {class: "muted"}, "—");
   if (fraction === null) {
     const moving = job.status === "running";
     return el("div", {class: `progress ${moving ? "progress-indeterminate" : ""}`, title: job.status},

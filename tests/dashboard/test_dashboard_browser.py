@@ -1,0 +1,174 @@
+"""The dashboard in headless Chromium against the real API (`alignd serve`, SQLite, temp ALIGND_HOME).
+
+The job is created through the API and driven through the store's own queue functions (claim, record
+metrics / checkpoint, acknowledge the cancel) exactly as a dispatcher would, so every number the page
+shows came through the real server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ADMIN_KEY = "sk-dashboard-browser-test"
+WORKER = "dashboard-test-worker"
+FIRST_STEPS = 12
+MORE_STEPS = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """`alignd serve` on a free loopback port with its own home; yields its URL and database URL."""
+    home = tmp_path_factory.mktemp("dashboard-browser-home")
+    port = _free_port()
+    env = {**os.environ, "ALIGND_HOME": str(home), "ALIGND_ADMIN_KEY": ADMIN_KEY}
+    env.pop("ALIGND_DATABASE_URL", None)
+    env.pop("ALIGND_STORAGE_URI", None)
+    log = (home / "serve.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "services.cli.main", "serve", "--host", "127.0.0.1",
+                                "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"alignd serve exited with {process.returncode}: {(home / 'serve.log').read_text()}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"alignd serve not ready after 40 s: {(home / 'serve.log').read_text()}")
+            time.sleep(0.2)
+        yield {"url": url, "database_url": f"sqlite:///{home / 'alignd.db'}", "home": home}
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def running_job(server: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A supervised job created over HTTP, claimed by a pretend worker, with metrics and a checkpoint."""
+    from services.store import queue
+    from services.store.engine import make_engine, make_session_factory
+
+    data = tmp_path_factory.mktemp("dashboard-data") / "sft.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"sort {w}"},
+                                                     {"role": "assistant", "content": "".join(sorted(w))}]}) + "\n"
+                            for w in ["dcba", "zyx", "hgfe", "qpo", "tsr", "wvu"]))
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
+        upload = client.post("/v1/files", data={"purpose": "fine-tune"},
+                             files={"file": ("sft.jsonl", data.read_bytes(), "application/jsonl")})
+        assert upload.status_code == 200, upload.text
+        created = client.post("/v1/fine_tuning/jobs", json={
+            "model": "alignd-tiny", "training_file": upload.json()["id"], "suffix": "dashboard",
+            "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1}}}})
+        assert created.status_code == 200, created.text
+    job_id = created.json()["id"]
+
+    sessions = make_session_factory(make_engine(server["database_url"]))
+    claimed = queue.claim_next_job(sessions, WORKER, lease_seconds=600)
+    assert claimed is not None and claimed.id == job_id
+    for step in range(1, FIRST_STEPS + 1):
+        queue.record_metrics(sessions, job_id, step, _metrics_at(step))
+    queue.record_checkpoint(sessions, job_id, 10, str(server["home"] / "ckpt-10"), {"loss": _metrics_at(10)["loss"]})
+    return {"id": job_id, "sessions": sessions, "attempt": claimed.attempt}
+
+
+def _metrics_at(step: int) -> dict[str, float]:
+    return {"loss": 2.5 / (1 + 0.3 * step), "learning_rate": 1e-4 * (1 - step / 40), "grad_norm": 1.0 + 0.1 * step}
+
+
+def test_dashboard_shows_live_curves_and_cancels_a_job(server: dict, running_job: dict, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from services.store import queue
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver")
+    job_id, sessions = running_job["id"], running_job["sessions"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1360, "height": 1100})
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(10_000)
+            page.on("dialog", lambda dialog: dialog.accept())  # the cancel confirmation
+            page.goto(f"{server['url']}/")  # the redirect lands on the dashboard
+
+            # A wrong key is refused and the dialog stays; the right one is kept in localStorage.
+            expect(page.locator("#key-dialog")).to_be_visible()
+            page.fill("#key-input", "sk-wrong")
+            page.click("#key-save")
+            expect(page.locator("#key-error")).to_contain_text("not accepted")
+            page.fill("#key-input", ADMIN_KEY)
+            page.click("#key-save")
+            expect(page.locator("#key-dialog")).to_be_hidden()
+            assert page.evaluate("localStorage.getItem('alignd.apiKey')") == ADMIN_KEY
+
+            row = page.locator(f"tr[data-job-id='{job_id}']")
+            expect(row.locator(".job-status")).to_have_text("running")
+            expect(row).to_contain_text("supervised")
+            expect(row).to_contain_text("alignd-tiny")
+            row.click()
+
+            loss_line = page.locator("[data-chart='Loss'] polyline[data-series='loss']")
+            expect(loss_line).to_have_attribute("data-points", str(FIRST_STEPS))
+            assert len(loss_line.get_attribute("points").split()) == FIRST_STEPS
+            expect(page.locator("[data-chart='Learning rate'] polyline")).to_have_attribute(
+                "data-points", str(FIRST_STEPS))
+            expect(page.locator("#checkpoints")).to_contain_text("ckpt-step-10")
+            expect(page.locator("#events")).to_contain_text("Checkpoint saved at step 10")
+
+            # Steps reported while the page is open appear through the 2 s poll, without a reload.
+            for step in range(FIRST_STEPS + 1, FIRST_STEPS + MORE_STEPS + 1):
+                queue.record_metrics(sessions, job_id, step, _metrics_at(step))
+            expect(loss_line).to_have_attribute("data-points", str(FIRST_STEPS + MORE_STEPS))
+            expect(page.locator("#live-indicator")).to_be_visible()
+            page.screenshot(path=str(tmp_path / "dashboard-job.png"), full_page=True)
+            if os.environ.get("ALIGND_SCREENSHOT_DIR"):
+                shutil.copy(tmp_path / "dashboard-job.png", os.environ["ALIGND_SCREENSHOT_DIR"])
+
+            # Cancel: the API flags the running job, the worker acknowledges, the page follows.
+            page.click("#action-cancel")
+            expect(page.locator("#job-status")).to_contain_text("cancel requested")
+            expect(page.locator("#action-cancel")).to_be_disabled()
+            flags = queue.renew_lease(sessions, job_id, WORKER, running_job["attempt"], 600)
+            assert flags.cancel_requested
+            queue.mark_cancelled(sessions, job_id, WORKER)
+            expect(page.locator("#job-status .badge")).to_have_text("cancelled")
+            expect(page.locator("#action-cancel")).to_be_disabled()
+            expect(page.locator("#action-resume")).to_be_disabled()
+
+            page.click("a[href='#/jobs']")
+            expect(page.locator(f"tr[data-job-id='{job_id}'] .job-status")).to_have_text("cancelled")
+            page.screenshot(path=str(tmp_path / "dashboard-jobs.png"))
+            if os.environ.get("ALIGND_SCREENSHOT_DIR"):
+                shutil.copy(tmp_path / "dashboard-jobs.png", os.environ["ALIGND_SCREENSHOT_DIR"])
+        finally:
+            browser.close()
