@@ -30,6 +30,8 @@ def authenticate(request: Request, session: Session, admin_key: str | None) -> t
         session.commit()
         return project, True
     project = project_for_key(session, key)
+    # End the read now: on SQLite every transaction holds the write lock, and a handler may open its own.
+    session.commit()
     if project is None:
         raise ApiError(401, "Invalid API key", code="invalid_api_key")
     return project, False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -68,9 +68,12 @@ def create_job(body: JobCreate, session: SessionDep, project: CurrentProject,
     return JobPublic.from_row(job)
 
 
-def _metadata_filter(raw: str | None) -> dict[str, str] | None:
+def _metadata_filter(request: Request, raw: str | None) -> dict[str, str] | None:
+    """Metadata filters as the SDK sends them (``metadata[key]=value``) or as one JSON object."""
+    bracketed = {name[len("metadata["):-1]: value for name, value in request.query_params.items()
+                 if name.startswith("metadata[") and name.endswith("]")}
     if raw is None:
-        return None
+        return bracketed or None
     try:
         parsed = json.loads(raw)
     except json.JSONDecodeError:
@@ -81,13 +84,13 @@ def _metadata_filter(raw: str | None) -> dict[str, str] | None:
 
 
 @router.get("", response_model=ListPublic)
-def list_jobs(session: SessionDep, project: CurrentProject, after: str | None = None,
+def list_jobs(request: Request, session: SessionDep, project: CurrentProject, after: str | None = None,
               limit: int = Query(20, ge=1, le=1000), status: str | None = None,
               metadata: str | None = Query(None, description='JSON object, e.g. {"team":"nlp"}')) -> ListPublic:
     if status is not None and status not in JOB_STATUSES:
         raise bad_request(f"status must be one of {list(JOB_STATUSES)}", "status")
     rows, has_more = job_store.list_jobs(session, project.id, after=after, limit=limit, status=status,
-                                         metadata=_metadata_filter(metadata))
+                                         metadata=_metadata_filter(request, metadata))
     return ListPublic(data=[JobPublic.from_row(row) for row in rows], has_more=has_more)
 
 

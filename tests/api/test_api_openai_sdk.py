@@ -1,0 +1,90 @@
+"""The unmodified openai SDK against the real alignd server (SQLite and Postgres)."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from services.store import queue
+
+
+@pytest.fixture()
+def sdk(server, project_key) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=project_key, max_retries=0)
+
+
+def test_upload_create_list_retrieve_cancel_events(sdk, demo_files):
+    uploaded = sdk.files.create(file=demo_files["sft"].open("rb"), purpose="fine-tune")
+    assert uploaded.id.startswith("file-") and uploaded.status == "processed"
+    assert uploaded.bytes == demo_files["sft"].stat().st_size
+    assert sdk.files.retrieve(uploaded.id).filename == "sft.jsonl"
+    assert sdk.files.content(uploaded.id).read() == demo_files["sft"].read_bytes()
+
+    created = [
+        sdk.fine_tuning.jobs.create(
+            model="alignd-tiny", training_file=uploaded.id, suffix=f"s{i}", seed=7 + i,
+            method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 4,
+                                                                              "learning_rate_multiplier": 2}}},
+            metadata={"team": "nlp" if i % 2 else "rl"},
+            extra_body={"lora": {"r": 8}, "max_length": 128, "max_prompt_length": 64, "zero_stage": 0},
+        )
+        for i in range(5)
+    ]
+    first = created[0]
+    assert first.status == "queued" and first.seed == 7
+    assert first.hyperparameters.n_epochs == 2 and first.hyperparameters.batch_size == 4
+    spec = first.model_extra["spec"]
+    assert spec["model"]["lora"]["r"] == 8 and spec["data"]["max_length"] == 128
+    assert spec["training"]["learning_rate"] == pytest.approx(2 * 2e-4)  # LoRA SFT preset x multiplier
+
+    page1 = sdk.fine_tuning.jobs.list(limit=2)
+    assert [job.id for job in page1.data] == [created[4].id, created[3].id] and page1.has_more
+    everything = [job.id for job in sdk.fine_tuning.jobs.list(limit=2)]
+    assert everything[:5] == [job.id for job in reversed(created)]
+    assert sdk.fine_tuning.jobs.retrieve(first.id).id == first.id
+    nlp = sdk.fine_tuning.jobs.list(metadata={"team": "nlp"}, limit=100)
+    assert {job.id for job in nlp.data} == {created[1].id, created[3].id}
+
+    cancelled = sdk.fine_tuning.jobs.cancel(first.id)
+    assert cancelled.status == "cancelled"
+    events = sdk.fine_tuning.jobs.list_events(first.id, limit=2)
+    assert events.data[0].message == "The job was cancelled" and events.has_more
+    messages = [event.message for event in sdk.fine_tuning.jobs.list_events(first.id, limit=1)]
+    assert messages[-1].startswith("Created fine-tuning job") and len(messages) == 3
+    with pytest.raises(openai.NotFoundError):
+        sdk.fine_tuning.jobs.retrieve("ftjob-doesnotexist")
+
+
+def test_worker_progress_is_visible_through_the_sdk(server, sdk, demo_files):
+    uploaded = sdk.files.create(file=demo_files["sft"].open("rb"), purpose="fine-tune")
+    job = sdk.fine_tuning.jobs.create(model="alignd-tiny", training_file=uploaded.id, extra_body={"priority": 1000})
+    claimed = queue.claim_next_job(server.sessions, "test-worker", 30)
+    assert claimed.id == job.id and claimed.attempt == 1
+    assert claimed.input_files[uploaded.id].endswith(f"{uploaded.id}.jsonl")
+    for step in (1, 2, 3):
+        queue.record_metrics(server.sessions, job.id, step, {"loss": 3.0 / step, "learning_rate": 1e-4})
+    queue.record_metrics(server.sessions, job.id, 3, {"eval_loss": 1.5})
+    queue.record_checkpoint(server.sessions, job.id, 2, "/ckpt/2", {"loss": 1.5})
+    queue.record_checkpoint(server.sessions, job.id, 3, "/ckpt/3", {"loss": 1.0})
+    assert sdk.fine_tuning.jobs.retrieve(job.id).status == "running"
+    model_id = queue.complete_job(server.sessions, job.id, "test-worker", result={"final_loss": 1.0},
+                                  trained_tokens=1234, model_path="/models/final")
+
+    done = sdk.fine_tuning.jobs.retrieve(job.id)
+    assert done.status == "succeeded" and done.fine_tuned_model == model_id and done.trained_tokens == 1234
+    checkpoints = sdk.fine_tuning.jobs.checkpoints.list(job.id)
+    assert [c.step_number for c in checkpoints.data] == [3, 2]
+    assert checkpoints.data[0].fine_tuned_model_checkpoint.endswith(":ckpt-step-3")
+    assert checkpoints.data[0].metrics.model_extra.get("loss", getattr(checkpoints.data[0].metrics, "loss", None)) \
+        in (1.0, None)
+    with server.client(sdk.api_key) as client:
+        metrics = client.get(f"/v1/fine_tuning/jobs/{job.id}/metrics", params={"after_step": 1, "limit": 1}).json()
+        assert metrics["object"] == "list" and metrics["has_more"] is True
+        assert metrics["data"] == [{"object": "fine_tuning.job.metric", "step": 2,
+                                    "metrics": {"loss": 1.5, "learning_rate": 1e-4},
+                                    "created_at": metrics["data"][0]["created_at"]}]
+        last = client.get(f"/v1/fine_tuning/jobs/{job.id}/metrics", params={"after_step": 2}).json()
+        assert last["data"][0]["metrics"] == {"loss": 1.0, "learning_rate": 1e-4, "eval_loss": 1.5}
+    models = [model.id for model in sdk.models.list()]
+    assert "alignd-tiny" in models and model_id in models
+    assert sdk.models.retrieve(model_id).id == model_id
