@@ -1,0 +1,1 @@
+"""Evaluation of policies and reward models: generations, log-probabilities, win-rates, accuracies."""
