@@ -34,14 +34,14 @@ def mixed_precision(spec: JobSpec, device: Any) -> str | None:
     return None
 
 
-def performance_overrides(spec: JobSpec) -> dict[str, Any]:
+def performance_overrides(spec: JobSpec, device: Any) -> dict[str, Any]:
     """Speed settings from the optional stages.performance module (GPU tuning), if present."""
     try:
         module = importlib.import_module("alignment_core.stages.performance")
     except ModuleNotFoundError:
         return {}
-    function = getattr(module, "training_argument_overrides", None)
-    return dict(function(spec)) if callable(function) else {}
+    function = getattr(module, "training_overrides", None)
+    return dict(function(spec, device)) if callable(function) else {}
 
 
 def trainer_config(config_class: type, spec: JobSpec, context: StageContext, device: Any,
@@ -94,7 +94,7 @@ def trainer_config(config_class: type, spec: JobSpec, context: StageContext, dev
     if spec.model.gradient_checkpointing:
         arguments["activation_checkpointing_kwargs"] = {"use_reentrant": False}
     arguments.update(method_arguments)
-    arguments.update(performance_overrides(spec))
+    arguments.update(performance_overrides(spec, device))
     return config_class(**arguments)
 
 

@@ -63,11 +63,17 @@ app.command("serve")(serve_command)
 app.command("migrate")(migrate_command)
 app.add_typer(keys_app, name="keys")
 
+from services.cli.demo import demo_command  # noqa: E402
 from services.cli.up import up_command  # noqa: E402
 from services.cli.worker import worker_command  # noqa: E402
 
 app.command("worker")(worker_command)
 app.command("up")(up_command)
+app.command("demo")(demo_command)
+
+from services.cli.train import train_command  # noqa: E402
+
+app.command("train")(train_command)
 
 
 def main() -> None:

@@ -1,0 +1,91 @@
+"""`alignd train SPEC.yaml --output-dir DIR`: run one stage in this process (no database, no Ray).
+
+Writes checkpoints, metrics.jsonl and result.json to DIR. For specs on the built-in demo data
+(``alignd-demo:*`` paths) result.json also holds held-out demo metrics before and after training.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+
+def read_spec_file(path: Path, max_steps: int | None) -> Any:
+    """Load and validate a YAML spec; --max-steps overrides training.max_steps."""
+    from alignment_core.specs import describe_validation_error, load_spec
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise typer.BadParameter(f"cannot read {path}: {error}") from None
+    if max_steps is not None:
+        data.setdefault("training", {})["max_steps"] = max_steps
+    try:
+        return load_spec(data)
+    except ValueError as error:
+        message, _ = describe_validation_error(error)
+        raise typer.BadParameter(f"{path}: {message}") from None
+
+
+def clear_previous_run(output_dir: Path) -> None:
+    """--no-resume: start over, so old checkpoints and metrics do not mix with the new run."""
+    shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+    for name in ("metrics.jsonl", "result.json"):
+        (output_dir / name).unlink(missing_ok=True)
+
+
+def train_command(
+    spec_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Job spec in YAML."),
+    output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Folder for checkpoints, metrics and the model."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the newest checkpoint in DIR."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Override training.max_steps."),
+    demo_eval: bool = typer.Option(True, "--demo-eval/--no-demo-eval",
+                                   help="Held-out demo metrics before and after (demo data only)."),
+) -> None:
+    """Run one training stage locally, with a progress bar."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from alignment_core.context import LocalContext
+    from alignment_core.evaluation.demo_report import demo_metrics, uses_demo_data
+    from alignment_core.stages import run_stage
+
+    console = Console()
+    spec = read_spec_file(spec_path, max_steps)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        clear_previous_run(output_dir)
+    context = LocalContext(output_dir, resume=resume)
+    start_model = spec.model.name_or_path
+    demo = demo_eval and uses_demo_data(spec)
+    before: dict[str, float] = {}
+    if demo:
+        console.print("[dim]held-out demo metrics of the starting model...[/dim]")
+        before = demo_metrics(spec, start_model)
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("step {task.completed:.0f}"),
+                  TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(spec.method.type, total=spec.training.max_steps, loss="")
+
+        def show(step: int, metrics: dict[str, float]) -> None:
+            loss = metrics.get("loss", metrics.get("eval_loss"))
+            progress.update(task, completed=step, loss=f"loss {loss:.4f}" if loss is not None else "")
+
+        context.on_report.append(show)
+        result = run_stage(spec, context)
+
+    report: dict[str, Any] = {"method": spec.method.type, **result.to_json()}
+    if demo and result.model_dir is not None:
+        reference = start_model if spec.method.type == "dpo" else None
+        after = demo_metrics(spec, str(result.model_dir), reference_path=reference)
+        report["demo"] = {"before": before, "after": after}
+    (output_dir / "result.json").write_text(json.dumps(report, indent=2))
+    console.print(f"[bold]{result.status}[/bold] after {result.steps} steps; model: {result.model_dir}")
+    if "demo" in report:
+        console.print(f"held-out demo metrics: before {before} after {report['demo']['after']}")
+    console.print(f"result: {output_dir / 'result.json'}")
