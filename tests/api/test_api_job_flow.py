@@ -1,0 +1,102 @@
+"""Chaining, pipelines, pause / resume / cancel and the dependency rules, through HTTP plus the queue."""
+
+from __future__ import annotations
+
+import json
+
+from services.store import queue
+
+SFT = json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})
+PREF = json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"})
+PROMPTS = json.dumps({"prompt": "p"})
+
+
+def _upload(client, line: str) -> str:
+    response = client.post("/v1/files", data={"purpose": "fine-tune"}, files={"file": ("d.jsonl", line.encode())})
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
+
+
+def _run(server, worker: str, expected_job: str) -> str:
+    claimed = queue.claim_next_job(server.sessions, worker, 30)
+    assert claimed is not None and claimed.id == expected_job
+    return queue.complete_job(server.sessions, claimed.id, worker, model_path=f"/models/{claimed.id}")
+
+
+def test_pipeline_sft_rm_ppo_runs_in_order(server, project_key):
+    with server.client(project_key) as client:
+        sft, pref, prompts = _upload(client, SFT), _upload(client, PREF), _upload(client, PROMPTS)
+        response = client.post("/v1/pipelines", json={
+            "name": "rlhf", "model": "alignd-tiny", "suffix": "demo", "priority": 1000,
+            "stages": [{"method": "supervised", "training_file": sft, "hyperparameters": {"n_epochs": 1}},
+                       {"method": "reward_model", "training_file": pref},
+                       {"method": "ppo", "training_file": prompts, "extensions": {"lora": True}}]})
+        assert response.status_code == 200, response.text
+        pipeline = response.json()
+        sft_job, rm_job, ppo_job = pipeline["jobs"]
+        assert pipeline["status"] == "queued" and pipeline["job_ids"] == [sft_job["id"], rm_job["id"], ppo_job["id"]]
+        assert rm_job["depends_on"] == [sft_job["id"]] and set(ppo_job["depends_on"]) == {sft_job["id"], rm_job["id"]}
+        assert ppo_job["spec"]["method"]["reward"]["model"].endswith(rm_job["id"])
+        assert ppo_job["spec"]["model"]["name_or_path"].endswith(sft_job["id"])
+
+        assert queue.claim_next_job(server.sessions, "w", 30).id == sft_job["id"]
+        waiting = [client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["status"] for job in (rm_job, ppo_job)]
+        assert waiting == ["queued", "queued"]  # blocked on their inputs, so not claimed above
+        model = queue.complete_job(server.sessions, sft_job["id"], "w", model_path="/models/sft")
+        assert client.get(f"/v1/fine_tuning/jobs/{sft_job['id']}").json()["fine_tuned_model"] == model
+        _run(server, "w", rm_job["id"])
+        claimed = queue.claim_next_job(server.sessions, "w", 30)
+        assert claimed.id == ppo_job["id"]
+        assert set(claimed.input_models.values()) == {"/models/sft", f"/models/{rm_job['id']}"}
+        queue.complete_job(server.sessions, claimed.id, "w", model_path="/models/ppo")
+        done = client.get(f"/v1/pipelines/{pipeline['id']}").json()
+        assert done["status"] == "succeeded"
+        assert client.get("/v1/pipelines/pipe-missing").status_code == 404
+
+
+def test_chained_job_waits_and_fails_with_its_input(server, project_key):
+    with server.client(project_key) as client:
+        sft, pref = _upload(client, SFT), _upload(client, PREF)
+        first = client.post("/v1/fine_tuning/jobs", json={"model": "alignd-tiny", "training_file": sft,
+                                                          "priority": 900}).json()
+        second = client.post("/v1/fine_tuning/jobs", json={
+            "model": first["id"], "training_file": pref, "priority": 900,
+            "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.3, "n_epochs": "auto"}}}}).json()
+        assert second["depends_on"] == [first["id"]] and second["spec"]["method"]["beta"] == 0.3
+        claimed = queue.claim_next_job(server.sessions, "w2", 30)
+        assert claimed.id == first["id"]
+        assert queue.fail_job(server.sessions, claimed.id, "w2", "out of memory", retryable=False) == "failed"
+        failed = client.get(f"/v1/fine_tuning/jobs/{second['id']}").json()
+        assert failed["status"] == "failed" and failed["error"]["code"] == "dependency_failed"
+        assert first["id"] in failed["error"]["message"]
+        late = client.post("/v1/fine_tuning/jobs", json={"model": first["id"], "training_file": pref,
+                                                         "method": {"type": "dpo"}})
+        assert late.status_code == 400 and late.json()["error"]["code"] == "dependency_failed"
+
+
+def test_pause_resume_cancel_running_job(server, project_key):
+    with server.client(project_key) as client:
+        sft = _upload(client, SFT)
+        job = client.post("/v1/fine_tuning/jobs", json={"model": "alignd-tiny", "training_file": sft,
+                                                        "priority": 999}).json()
+        assert client.post(f"/v1/fine_tuning/jobs/{job['id']}/pause").json()["status"] == "paused"
+        assert client.post(f"/v1/fine_tuning/jobs/{job['id']}/resume").json()["status"] == "queued"
+        claimed = queue.claim_next_job(server.sessions, "w3", 30)
+        assert claimed.id == job["id"]
+        assert client.post(f"/v1/fine_tuning/jobs/{job['id']}/pause").json()["pause_requested"] is True
+        assert queue.renew_lease(server.sessions, job["id"], "w3", claimed.attempt).pause_requested
+        queue.mark_paused(server.sessions, job["id"], "w3")
+        assert client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["status"] == "paused"
+        client.post(f"/v1/fine_tuning/jobs/{job['id']}/resume")
+        claimed = queue.claim_next_job(server.sessions, "w4", 30)
+        assert claimed.id == job["id"] and claimed.attempt == 2
+        assert client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel").json()["cancel_requested"] is True
+        assert queue.renew_lease(server.sessions, job["id"], "w4", 2).cancel_requested
+        queue.mark_cancelled(server.sessions, job["id"], "w4")
+        final = client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()
+        assert final["status"] == "cancelled"
+        again = client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
+        assert again.status_code == 409 and again.json()["error"]["code"] == "invalid_state"
+        messages = [e["message"] for e in client.get(f"/v1/fine_tuning/jobs/{job['id']}/events",
+                                                     params={"limit": 100}).json()["data"]]
+        assert messages[0] == "The job was cancelled" and "Pause requested" in messages

@@ -1,0 +1,118 @@
+"""Malformed uploads and bodies: each answered 400 (or 413) naming the line or the field; nothing kept."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def _upload(client, content: bytes, purpose: str = "fine-tune", filename: str = "data.jsonl"):
+    return client.post("/v1/files", data={"purpose": purpose}, files={"file": (filename, content)})
+
+
+GOOD_SFT = json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})
+GOOD_PREF = json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"})
+
+BAD_UPLOADS = [
+    (GOOD_SFT + "\n{not json\n", "line 2"),
+    (GOOD_SFT + "\n" + json.dumps({"messages": [{"role": "user", "content": "a"}]}) + "\n", "line 2"),
+    (json.dumps({"messages": [{"role": "robot", "content": "a"}]}) + "\n", "line 1"),
+    (GOOD_SFT + "\n" + GOOD_PREF + "\n", "line 2"),
+    (json.dumps({"prompt": "p", "chosen": "c"}) + "\n", "rejected"),
+    ("[1, 2]\n", "line 1"),
+    ("\n\n", "no records"),
+    (json.dumps({"instruction": "", "output": "x"}) + "\n", "instruction"),
+]
+
+
+@pytest.mark.parametrize(("content", "named"), BAD_UPLOADS)
+def test_malformed_upload_names_the_problem_and_keeps_nothing(server, project_key, content, named):
+    with server.client(project_key) as client:
+        before = len(client.get("/v1/files").json()["data"])
+        response = _upload(client, content.encode())
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert named in error["message"] and error["param"] == "file" and error["type"] == "invalid_request_error"
+        assert len(client.get("/v1/files").json()["data"]) == before
+    stored = list((server.storage_dir / "files").rglob("*")) if (server.storage_dir / "files").exists() else []
+    assert all(path.is_dir() or path.stat().st_size > 0 for path in stored)
+
+
+def test_upload_limits_and_form_errors(server, project_key):
+    with server.client(project_key) as client:
+        too_big = (GOOD_SFT + "\n").encode() * (server.app.state.alignd.settings.max_upload_bytes // 60 + 10)
+        response = _upload(client, too_big)
+        assert response.status_code == 413 and response.json()["error"]["code"] == "file_too_large"
+        response = _upload(client, GOOD_SFT.encode(), purpose="assistants")
+        assert response.status_code == 400 and response.json()["error"]["param"] == "purpose"
+        response = client.post("/v1/files", data={"purpose": "fine-tune"})
+        assert response.status_code == 400 and response.json()["error"]["param"] == "file"
+        response = client.post("/v1/files", content=b"{}", headers={"content-type": "application/json"})
+        assert response.status_code == 400
+        assert not list(server.storage_dir.parent.glob("alignd-upload-*"))
+
+
+@pytest.fixture(scope="module")
+def files(server, project_key) -> dict[str, str]:
+    with server.client(project_key) as client:
+        return {"sft": _upload(client, (GOOD_SFT + "\n").encode() * 4).json()["id"],
+                "pref": _upload(client, (GOOD_PREF + "\n").encode() * 4).json()["id"]}
+
+
+BAD_BODIES = [
+    ({"unknown_top": 1}, "unknown_top"),
+    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epoch": 2}}}},
+     "method.supervised.hyperparameters.n_epoch"),
+    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}}, "training.epochs"),
+    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"learning_rate_multiplier": -1}}}},
+     "method.supervised.hyperparameters.learning_rate_multiplier"),
+    ({"method": {"type": "dpo"}}, "training_file"),  # SFT data cannot train DPO
+    ({"method": {"type": "orpo"}}, "method.type"),
+    ({"method": {"type": "kto"}}, "method.type"),
+    ({"method": {"type": "grpo"}}, "method.type"),
+    ({"method": {"type": "magic"}}, "method.type"),
+    ({"method": {"type": "supervised", "dpo": {}}}, "method.dpo"),
+    ({"method": {"type": "ppo", "ppo": {}}}, "method.ppo.reward"),
+    ({"training_file": "file-nope"}, "training_file"),
+    ({"validation_file": "file-nope"}, "validation_file"),
+    ({"model": "ftjob-nope"}, "model"),
+    ({"model": ""}, "model"),
+    ({"quantization": {"bits": 4}}, "model"),  # QLoRA without LoRA
+    ({"lora": {"r": 0}}, "model.lora.r"),
+    ({"zero_stage": 5}, "distribution.zero_stage"),
+    ({"spec": {"training": {"nonsense": True}}}, "spec.training.nonsense"),
+    ({"seed": "abc"}, "seed"),
+    ({"metadata": {"k": 1}}, "metadata.k"),
+]
+
+
+@pytest.mark.parametrize(("patch", "param"), BAD_BODIES)
+def test_malformed_job_body_is_400_naming_the_field(server, project_key, files, patch, param):
+    body = {"model": "alignd-tiny", "training_file": files["sft"], **patch}
+    with server.client(project_key) as client:
+        before = len(client.get("/v1/fine_tuning/jobs", params={"limit": 1000}).json()["data"])
+        response = client.post("/v1/fine_tuning/jobs", json=body)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] is not None and error["param"].startswith(param), error
+        assert set(error) == {"message", "type", "param", "code"}
+        assert len(client.get("/v1/fine_tuning/jobs", params={"limit": 1000}).json()["data"]) == before
+
+
+def test_protocol_errors_keep_the_error_shape(server, project_key):
+    with server.client(project_key) as client:
+        for response, status in [
+            (client.post("/v1/fine_tuning/jobs", content=b"{oops", headers={"content-type": "application/json"}), 400),
+            (client.get("/v1/no/such/route"), 404),
+            (client.delete("/v1/fine_tuning/jobs"), 405),
+            (client.get("/v1/fine_tuning/jobs", params={"limit": "many"}), 400),
+            (client.get("/v1/fine_tuning/jobs", params={"status": "sleeping"}), 400),
+            (client.get("/v1/fine_tuning/jobs/ftjob-x/events", params={"after": "zzz"}), 404),
+            (client.post("/v1/fine_tuning/jobs/ftjob-x/cancel"), 404),
+        ]:
+            assert response.status_code == status, response.text
+            assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/docs").status_code == 200 and client.get("/openapi.json").status_code == 200
