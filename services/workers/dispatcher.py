@@ -21,6 +21,7 @@ from typing import Any
 from services.store import queue
 from services.store.blobs import BlobStore
 from services.store.lifecycle import LeaseLost, error_object
+from services.workers.demo_evaluation import is_demo_job
 from services.workers.pipeline import InputNotReady, resolve_spec, reward_model_to_serve
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,10 @@ class Heartbeat:
         for kind, payload in ray.get(self.channel.drain.remote(), timeout=30):
             if kind == "metrics":
                 queue.record_metrics(self.sessions, self.job_id, payload["step"], payload["metrics"])
+            elif kind == "started":
+                queue.record_event(self.sessions, self.job_id,
+                                   f"Stage running on Ray: {payload['world_size']} worker(s), rank 0 on "
+                                   f"{payload['host']} pid {payload['pid']}", data={**payload, "attempt": self.attempt})
             elif kind == "checkpoint":
                 queue.record_checkpoint(self.sessions, self.job_id, payload["step"], payload["path"],
                                         payload["metrics"])
@@ -162,7 +167,8 @@ class Dispatcher:
                 application = deploy_reward_model(job.id, spec.method.reward.model, spec.method.reward)
                 queue.record_event(self.sessions, job.id, f"Reward model served as Ray Serve application "
                                    f"'{application}'", data={"application": application})
-            outcome = run_attempt(spec, job.id, job.attempt, self.storage_root, channel, application)
+            outcome = run_attempt(spec, job.id, job.attempt, self.storage_root, channel, application,
+                                  demo_eval=is_demo_job(job.metadata))
         except Exception as error:  # noqa: BLE001 - e.g. Serve could not start the reward model
             from services.workers.launcher import AttemptOutcome, describe_error
 
@@ -180,7 +186,8 @@ class Dispatcher:
 
     def _record_outcome(self, job: queue.ClaimedJob, spec: Any, outcome: Any, wall_s: float) -> None:
         if outcome.status == "completed":
-            result = {**outcome.result, "wall_time_s": round(wall_s, 3), "attempt": job.attempt}
+            result = {**outcome.result, "wall_time_s": round(wall_s, 3), "attempt": job.attempt,
+                      "input_model": spec.model.name_or_path}
             kind = "reward_model" if spec.method.type == "reward_model" else "policy"
             queue.complete_job(self.sessions, job.id, self.worker_id, result=result, attempt=job.attempt,
                                trained_tokens=int(outcome.result.get("trained_tokens") or 0),

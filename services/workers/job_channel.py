@@ -30,6 +30,9 @@ class JobChannel:
         self.error: dict[str, Any] | None = None
         self.reward_application: str | None = None
 
+    def push_started(self, details: dict[str, Any]) -> None:
+        self.events.append(("started", details))
+
     def push_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.events.append(("metrics", {"step": step, "metrics": metrics}))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         reward_handle=reward_handle,
     )
     spec = JobSpec.model_validate(config["spec"])
+    if context.rank == 0:
+        channel.push_started.remote({"host": socket.gethostname(), "pid": os.getpid(),
+                                     "world_size": context.world_size})
     try:
         result = run_stage(spec, context)
     except AttemptFenced:
@@ -85,8 +89,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     except BaseException as error:
         ray.get(channel.set_error.remote(describe_error(error)), timeout=30)
         raise
-    if context.rank == 0:
-        ray.get(channel.set_result.remote(result.to_json()), timeout=30)
+    if context.rank != 0:
+        return
+    summary = result.to_json()
+    if config.get("demo_eval") and result.status == "completed" and result.model_dir is not None:
+        from services.workers.demo_evaluation import demo_before_after
+
+        try:
+            summary["demo"] = demo_before_after(spec, config["start_model"], str(result.model_dir))
+        except Exception as error:  # noqa: BLE001 - the stage succeeded; a missing table row must not fail it
+            summary["demo"] = {"error": describe_error(error)["message"]}
+    ray.get(channel.set_result.remote(summary), timeout=30)
 
 
 def scaling_config(spec: JobSpec) -> ScalingConfig:
@@ -109,6 +122,7 @@ def run_attempt(
     storage_root: Path,
     channel: Any,
     reward_application: str | None = None,
+    demo_eval: bool = False,
 ) -> AttemptOutcome:
     """Fit the stage on the cluster and say how the attempt ended (never raises for stage errors)."""
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
@@ -121,6 +135,8 @@ def run_attempt(
             "storage_root": str(storage_root),
             "channel": channel,
             "reward_application": reward_application,
+            "demo_eval": demo_eval,
+            "start_model": spec.model.name_or_path,
         },
         scaling_config=scaling_config(spec),
         run_config=RunConfig(
