@@ -23,7 +23,7 @@ STAGE_SETTINGS: dict[str, dict[str, Any]] = {
     "supervised": {"hyperparameters": {"max_steps": 300, "learning_rate": 1e-3, "batch_size": 16,
                                        "warmup_ratio": 0.05, "lr_scheduler": "cosine", "logging_steps": 10,
                                        "save_steps": 100}},
-    "dpo": {"hyperparameters": {"max_steps": 60, "learning_rate": 5e-4, "batch_size": 16, "beta": 0.1,
+    "dpo": {"hyperparameters": {"max_steps": 60, "learning_rate": 1e-4, "batch_size": 16, "beta": 0.1,
                                 "logging_steps": 5, "save_steps": 30}, "lora": {"r": 16}},
     "reward_model": {"hyperparameters": {"max_steps": 80, "learning_rate": 1e-4, "batch_size": 16,
                                          "logging_steps": 5, "save_steps": 40}},
@@ -65,6 +65,10 @@ def submit_demo(client: AligndClient, data_dir: Path) -> list[dict[str, Any]]:
     """Upload the demo files and create both pipelines; returns the jobs in pipeline order."""
     from alignment_core.demo.task import write_demo_data
 
+    # An earlier demo stopped half-way would otherwise run first (the queue is oldest-first).
+    for status in ("queued", "running", "paused"):
+        for stale in client.list_jobs(status=status, metadata=DEMO_METADATA):
+            client.action(stale["id"], "cancel")
     paths = write_demo_data(data_dir, seed=0)  # seed 0: the held-out set the evaluation uses
     files = {name: client.upload(paths[name]) for name in ("sft", "openai_dpo", "preference", "prompts", "eval")}
     first = client.create_pipeline({

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,15 @@ class AligndClient:
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/fine_tuning/jobs/{job_id}")
+
+    def list_jobs(self, status: str | None = None, metadata: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Every job with `status` and all of `metadata`, newest first."""
+        params: dict[str, Any] = {"limit": 1000}
+        if status:
+            params["status"] = status
+        if metadata:
+            params["metadata"] = json.dumps(metadata)
+        return self._call("GET", "/v1/fine_tuning/jobs", params=params)["data"]
 
     def model(self, model_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/models/{model_id}")

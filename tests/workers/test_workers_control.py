@@ -11,6 +11,7 @@ from workers_support import sft_body, wait_for
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 LONG = 100_000  # steps a job would take to finish: it only ends by cancel / pause
+PAUSED_RUN = 200  # long enough that the pause lands mid-run, short enough to finish after resume
 
 
 def _checkpoint_steps(client, job_id: str) -> list[int]:
@@ -46,20 +47,20 @@ def test_cancel_mid_run_stops_within_10s_and_keeps_the_checkpoint(sqlite_stack, 
 
 def test_pause_then_resume_continues_from_the_checkpoint(sqlite_stack, uploaded, tiny_model_dir):
     client = sqlite_stack.client()
-    job = client.create_job(sft_body(str(tiny_model_dir), uploaded["sft"], max_steps=30, save_steps=100))
-    wait_for(lambda: _running_past(client, job["id"], 4), 240, "a few training steps")
+    job = client.create_job(sft_body(str(tiny_model_dir), uploaded["sft"], max_steps=PAUSED_RUN, save_steps=1000))
+    wait_for(lambda: _running_past(client, job["id"], 2), 240, "a few training steps")
 
     client.action(job["id"], "pause")
     paused = client.wait(job["id"], statuses={"paused", "succeeded", "failed"}, timeout_s=60)
     assert paused["status"] == "paused", paused["error"]
     paused_at = _checkpoint_steps(client, job["id"])
     assert paused_at, "pause saves a checkpoint"
-    assert paused_at[-1] < 30
+    assert paused_at[-1] < PAUSED_RUN
 
     client.action(job["id"], "resume")
     done = client.wait(job["id"], timeout_s=240)
     assert done["status"] == "succeeded", done["error"]
-    assert done["result"]["steps"] == 30 and done["result"]["attempt"] == 2
+    assert done["result"]["steps"] == PAUSED_RUN and done["result"]["attempt"] == 2
     # The second attempt started from the pause checkpoint: it never saved a step at or before it.
     storage = Path(sqlite_stack.storage_dir) / "jobs" / job["id"]
     second = [int(path.name.split("-")[1]) for path in (storage / "attempt-2" / "checkpoints").glob("checkpoint-*")]
