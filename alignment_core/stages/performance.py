@@ -1,0 +1,102 @@
+"""The speed settings every stage applies on top of its TRL config, measured by bench/gpu (docs/benchmarks.md).
+
+Each setting is one that keeps the loss equal to the plain path on the same batch (tests/perf): weights in
+bf16 instead of fp32 + autocast, SDPA (or FlashAttention when installed) attention, Liger's fused Triton
+kernels for RMSNorm / SwiGLU / RoPE when installed, no activation checkpointing unless the spec asks for
+it, fused AdamW. On a CPU the stage's own settings stand (bf16 emulation is ~50x slower there).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from alignment_core.specs import JobSpec
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def on_cuda(device: Any) -> bool:
+    """True when `device` (a string, torch.device or None for 'whatever torch sees') is a CUDA GPU."""
+    import torch
+
+    if device is None:
+        return torch.cuda.is_available()
+    return str(device).startswith("cuda") and torch.cuda.is_available()
+
+
+def supports_bf16(device: Any) -> bool:
+    import torch
+
+    return on_cuda(device) and torch.cuda.is_bf16_supported()
+
+
+def liger_usable(device: Any) -> bool:
+    """Liger's kernels are Triton programs: they need a CUDA GPU and both packages."""
+    return on_cuda(device) and _installed("liger_kernel") and _installed("triton")
+
+
+def attention_implementation(spec: JobSpec, device: Any) -> str:
+    """The spec's choice, else FlashAttention 2 when its package is there, else PyTorch's SDPA."""
+    if spec.model.attn_implementation:
+        return spec.model.attn_implementation
+    if on_cuda(device) and _installed("flash_attn"):
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def model_load_overrides(spec: JobSpec, device: Any) -> dict[str, Any]:
+    """Keyword arguments for `from_pretrained`: bf16 weights on a bf16 GPU (half the memory, no fp32 master
+    copy of frozen weights), and the attention kernel."""
+    import torch
+
+    kwargs: dict[str, Any] = {"attn_implementation": attention_implementation(spec, device)}
+    if spec.model.dtype == "auto":
+        kwargs["dtype"] = torch.bfloat16 if supports_bf16(device) else torch.float32
+    else:
+        kwargs["dtype"] = getattr(torch, spec.model.dtype)
+    return kwargs
+
+
+def padding_free_pays(spec: JobSpec, device: Any) -> bool:
+    """Whether packing rows padding-free is faster, not only correct: with FlashAttention 2 the kernel reads
+    the sequence boundaries; with SDPA transformers builds a dense block mask (TRL's packing measured 1.76x
+    slower on an H100). The stage decides packing from the spec; this is advice for the planner."""
+    return attention_implementation(spec, device) == "flash_attention_2"
+
+
+def precompute_reference(spec: JobSpec) -> bool:
+    """DPO: score the frozen reference once up front. It saves the reference forward in every step, so it
+    pays from the second epoch on; with one epoch it only moves the same work before training."""
+    method = spec.method
+    if method.type != "dpo":
+        return False
+    return bool(method.precompute_ref_log_probs) or (spec.training.epochs or 1.0) > 1.0
+
+
+def training_overrides(spec: JobSpec, device: Any) -> dict[str, Any]:
+    """TrainingArguments / TRL config fields that make a stage fast on `device` without changing its loss."""
+    overrides: dict[str, Any] = {
+        # TRL turns checkpointing on by default; it recomputes the forward (~30% of a step). Memory-bound
+        # jobs ask for it in the spec (the planner recommends it).
+        "gradient_checkpointing": spec.model.gradient_checkpointing,
+    }
+    if spec.model.gradient_checkpointing:
+        overrides["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    if not on_cuda(device):
+        overrides.update(bf16=False, use_liger_kernel=False)
+        return overrides
+    overrides.update(
+        bf16=supports_bf16(device),
+        optim="adamw_torch_fused",
+        dataloader_pin_memory=True,
+        use_liger_kernel=liger_usable(device),
+    )
+    if spec.method.type == "dpo":
+        overrides["precompute_ref_log_probs"] = precompute_reference(spec)
+        if overrides["precompute_ref_log_probs"]:
+            # No gradients in the reference pass: four times the training micro-batch fits.
+            overrides["precompute_ref_batch_size"] = 4 * (spec.training.batch_size or 8)
+    return overrides
