@@ -75,6 +75,10 @@ from services.cli.train import train_command  # noqa: E402
 
 app.command("train")(train_command)
 
+from services.cli.plan import plan_command  # noqa: E402
+
+app.command("plan")(plan_command)
+
 
 def main() -> None:
     app()

@@ -1,0 +1,306 @@
+"""Per-GPU memory estimate of a job: weights, gradients, optimizer states, activations, overhead.
+
+The accounting follows what our loaders and trainers hold:
+- weights in the spec's dtype; QLoRA keeps block linears in 4 / 8 bits (plus quantization constants)
+  and, as peft's k-bit preparation does, the remaining parameters in float32;
+- LoRA parameters, their gradients and AdamW states in float32; full fine-tuning keeps gradients in
+  the weight dtype, AdamW states in it too without DeepSpeed, or fp32 master weights + states (12 B
+  per parameter) under DeepSpeed mixed precision;
+- ZeRO-1 partitions optimizer states, ZeRO-2 also gradients, ZeRO-3 also weights, across all GPUs;
+  offloading moves optimizer states / parameters to host memory;
+- activations per transformer block from hidden and intermediate sizes (Korthikanti et al. 2022,
+  adapted to gated MLPs; no s^2 attention term with SDPA / flash attention), only block inputs plus
+  one block with gradient checkpointing, and the logits in float32 for the loss;
+- DPO and PPO add a frozen reference unless LoRA provides it; PPO adds a value model (trained like
+  the policy) and a frozen reward model, and its generation phase needs a KV cache.
+Numbers are estimates to be checked against measured peaks (bench/).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from alignment_core.planning.gpus import GIB, GpuInfo, gpu_info
+from alignment_core.planning.model_shape import (
+    ModelConfigUnavailable,
+    ModelShape,
+    is_lora_target,
+    read_model_shape,
+)
+from alignment_core.specs import JobSpec
+
+# CUDA context, cuBLAS and NCCL workspaces: present whatever the model.
+CUDA_CONTEXT_BYTES = 1 * GIB
+FP32 = 4
+# Share of allocated memory the caching allocator loses to fragmentation.
+FRAGMENTATION = 0.05
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes needed on each GPU (and on the host for offloaded state) by one training process."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    overhead: int
+    cpu_offloaded: int
+    method: str  # full | lora | qlora
+    num_gpus: int
+    zero_stage: int
+    offload_optimizer: bool
+    offload_params: bool
+    gradient_checkpointing: bool
+    micro_batch_size: int
+    sequence_length: int
+    total_params: int
+    trainable_params: int
+    gpu: GpuInfo
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.overhead
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= self.gpu.memory_bytes
+
+    @property
+    def gib(self) -> dict[str, float]:
+        parts = ("weights", "gradients", "optimizer", "activations", "overhead", "total", "cpu_offloaded")
+        return {name: round(getattr(self, name) / GIB, 2) for name in parts}
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary (bytes, GiB and the settings the estimate assumed)."""
+        return {
+            "bytes": {name: getattr(self, name) for name in self.gib},
+            "gib": self.gib,
+            "gpu": {"name": self.gpu.name, "memory_gib": round(self.gpu.memory_gib, 1)},
+            "fits": self.fits,
+            "method": self.method,
+            "num_gpus": self.num_gpus,
+            "zero_stage": self.zero_stage,
+            "offload_optimizer": self.offload_optimizer,
+            "offload_params": self.offload_params,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "micro_batch_size": self.micro_batch_size,
+            "sequence_length": self.sequence_length,
+            "total_params": self.total_params,
+            "trainable_params": self.trainable_params,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass
+class _Footprint:
+    weights: float = 0.0
+    gradients: float = 0.0
+    optimizer: float = 0.0
+    trainable: int = 0
+
+    def add(self, other: _Footprint) -> None:
+        self.weights += other.weights
+        self.gradients += other.gradients
+        self.optimizer += other.optimizer
+        self.trainable += other.trainable
+
+
+def method_name(spec: JobSpec) -> str:
+    if spec.model.quantization is not None:
+        return "qlora"
+    return "lora" if spec.model.lora is not None else "full"
+
+
+def gpu_count(spec: JobSpec) -> int:
+    """GPUs the job spans (CPU jobs: one 'device' per worker)."""
+    per_worker = spec.distribution.gpus_per_worker
+    if per_worker <= 0:
+        return spec.distribution.num_workers
+    return max(1, math.ceil(spec.distribution.num_workers * per_worker))
+
+
+def estimate_memory(spec: JobSpec, gpu: GpuInfo | str = "H100-80GB") -> MemoryEstimate:
+    """Per-GPU memory of `spec` on `gpu` (see the module docstring for what is counted)."""
+    gpu = gpu_info(gpu)
+    method = method_name(spec)
+    policy_kind = "sequence_scorer" if spec.method_type == "reward_model" else "causal_lm"
+    shape = read_model_shape(spec.model.name_or_path, policy_kind)
+    weight_bytes = FP32 if spec.model.dtype == "float32" or (spec.model.dtype == "auto" and not gpu.bf16) else 2
+    dist = spec.distribution
+    num_gpus = gpu_count(spec)
+    deepspeed = dist.zero_stage > 0
+    notes: list[str] = []
+
+    total = _Footprint()
+    scorer_policy = policy_kind == "sequence_scorer"
+    policy = _model_footprint(spec, shape, weight_bytes, trainable=True, deepspeed=deepspeed, scorer=scorer_policy)
+    total.add(policy)
+    if spec.method_type in ("dpo", "ppo"):
+        if method == "full":
+            total.add(_model_footprint(spec, shape, weight_bytes, trainable=False, deepspeed=deepspeed))
+            notes.append("full fine-tuning holds a frozen reference copy of the policy")
+        else:
+            notes.append("reference = the policy with adapters disabled (no second copy)")
+    if spec.method_type == "ppo":
+        scorer_shape = read_model_shape(spec.model.name_or_path, "sequence_scorer")
+        if spec.method.value_model == "separate":
+            total.add(_model_footprint(spec, scorer_shape, weight_bytes, True, deepspeed, scorer=True))
+            notes.append("value model: a second scorer trained like the policy")
+        if spec.method.reward.type == "model":
+            reward_shape = _reward_shape(spec, scorer_shape, notes)
+            total.add(_model_footprint(spec, reward_shape, weight_bytes, trainable=False, deepspeed=deepspeed))
+        else:
+            notes.append(f"reward from '{spec.method.reward.type}': no reward model on these GPUs")
+
+    # ZeRO partitions state across every GPU of the job; offloading moves it to host memory.
+    weights, gradients, optimizer = total.weights, total.gradients, total.optimizer
+    if dist.zero_stage >= 1:
+        optimizer /= num_gpus
+    if dist.zero_stage >= 2:
+        gradients /= num_gpus
+    if dist.zero_stage == 3:
+        weights /= num_gpus
+    cpu_offloaded = 0.0
+    if dist.offload_optimizer:
+        cpu_offloaded += optimizer
+        optimizer = 0.0
+        notes.append("optimizer states in host memory")
+    if dist.offload_params:
+        cpu_offloaded += weights
+        weights = 0.0
+        notes.append("parameters in host memory, gathered block by block")
+    if not deepspeed and method == "full" and weight_bytes == 2:
+        notes.append("without DeepSpeed AdamW keeps its states in the weight dtype (no fp32 master copy)")
+
+    sequence_length, sequences = _sequences(spec)
+    activations = _activations(spec, shape, sequence_length, sequences, weight_bytes, policy_kind)
+    if spec.method_type == "ppo":
+        if spec.method.value_model == "separate":
+            activations += _activations(spec, shape, sequence_length, sequences, weight_bytes, "sequence_scorer")
+        generation = _kv_cache(spec, shape, weight_bytes)
+        if generation > activations:
+            notes.append("the rollout KV cache is the activation peak")
+        activations = max(activations, generation)
+
+    # Allocator fragmentation, then the CUDA context and workspaces.
+    overhead = FRAGMENTATION * (weights + gradients + optimizer + activations) + CUDA_CONTEXT_BYTES
+    if deepspeed:
+        overhead += 2 * shape.hidden_size**2 * weight_bytes  # reduce / all-gather buckets
+    if dist.zero_stage == 3:
+        overhead += 2 * shape.block_params * weight_bytes  # the gathered block and the prefetched next one
+    if method == "qlora":
+        largest = max((layer.in_features * layer.out_features for layer in shape.linears), default=0)
+        overhead += largest * weight_bytes  # a dequantized weight during its matmul
+
+    return MemoryEstimate(
+        weights=int(weights),
+        gradients=int(gradients),
+        optimizer=int(optimizer),
+        activations=int(activations),
+        overhead=int(overhead),
+        cpu_offloaded=int(cpu_offloaded),
+        method=method,
+        num_gpus=num_gpus,
+        zero_stage=dist.zero_stage,
+        offload_optimizer=dist.offload_optimizer,
+        offload_params=dist.offload_params,
+        gradient_checkpointing=spec.model.gradient_checkpointing,
+        micro_batch_size=spec.training.batch_size,
+        sequence_length=sequence_length,
+        total_params=shape.total_params,
+        trainable_params=policy.trainable,
+        gpu=gpu,
+        notes=tuple(notes),
+    )
+
+
+def quantized_bytes_per_param(spec: JobSpec, in_features: int) -> float:
+    """Bytes per quantized weight, constants included (4-bit blocks of 64; 8-bit row scales)."""
+    quant = spec.model.quantization
+    if quant.bits == 8:
+        return 1.0 + FP32 / in_features
+    if quant.double_quant:  # 8-bit absmax per block of 64, fp32 second-level constant per 256 blocks
+        return 0.5 + 1 / 64 + FP32 / (64 * 256)
+    return 0.5 + FP32 / 64
+
+
+def _model_footprint(
+    spec: JobSpec, shape: ModelShape, weight_bytes: int, trainable: bool, deepspeed: bool, scorer: bool = False
+) -> _Footprint:
+    footprint = _Footprint()
+    if spec.model.quantization is not None:
+        quantized = sum(layer.in_features * layer.out_features * quantized_bytes_per_param(spec, layer.in_features)
+                        for layer in shape.linears)
+        footprint.weights = quantized + (shape.total_params - shape.linear_params) * FP32
+    else:
+        footprint.weights = shape.total_params * weight_bytes
+    if not trainable:
+        return footprint
+    if spec.model.lora is not None:
+        lora = spec.model.lora
+        adapters = shape.lora_params(lora.r, lora.target_modules)
+        footprint.trainable = adapters + (shape.head_params if scorer else 0)
+        footprint.weights += footprint.trainable * FP32
+        footprint.gradients = footprint.trainable * FP32
+        footprint.optimizer = footprint.trainable * 2 * FP32
+        return footprint
+    footprint.trainable = shape.total_params
+    footprint.gradients = shape.total_params * weight_bytes
+    if weight_bytes == FP32:
+        footprint.optimizer = shape.total_params * 2 * FP32
+    elif deepspeed:
+        footprint.optimizer = shape.total_params * 3 * FP32  # fp32 master weights + two moments
+    else:
+        footprint.optimizer = shape.total_params * 2 * weight_bytes
+    return footprint
+
+
+def _reward_shape(spec: JobSpec, fallback: ModelShape, notes: list[str]) -> ModelShape:
+    try:
+        return read_model_shape(spec.method.reward.model, "sequence_scorer")
+    except ModelConfigUnavailable:
+        notes.append("reward model config not readable here: assumed shaped like the policy")
+        return fallback
+
+
+def _sequences(spec: JobSpec) -> tuple[int, int]:
+    """(tokens per sequence, sequences per micro-batch): pairs for DPO / reward, prompt + answer for PPO."""
+    batch = spec.training.batch_size
+    if spec.method_type == "ppo":
+        return spec.data.max_prompt_length + spec.method.max_new_tokens, batch
+    if spec.method_type in ("dpo", "reward_model"):
+        return spec.data.max_length, 2 * batch
+    return spec.data.max_length, batch
+
+
+def _activations(spec: JobSpec, shape: ModelShape, s: int, b: int, weight_bytes: int, kind: str) -> float:
+    h, i = shape.hidden_size, shape.intermediate_size
+    scale = weight_bytes / 2  # the coefficients below count 2-byte activations
+    # Attention 11 sbh, norms 4 sbh, gated MLP 2 sbh + 6 sbi (Korthikanti et al., adapted).
+    per_block = (17 * s * b * h + 6 * s * b * i) * scale
+    if spec.model.attn_implementation == "eager":
+        per_block += 5 * shape.num_heads * s * s * b * scale
+    lora = spec.model.lora
+    if lora is not None and lora.dropout > 0:
+        # LoRA's dropout keeps its own copy of each adapted layer's input.
+        adapted_inputs = sum(
+            layer.in_features for layer in shape.linears if is_lora_target(layer.name, lora.target_modules)
+        )
+        per_block += s * b * weight_bytes * adapted_inputs / max(shape.num_layers, 1)
+    if spec.model.gradient_checkpointing:
+        blocks = shape.num_layers * s * b * h * weight_bytes + per_block
+    else:
+        blocks = shape.num_layers * per_block
+    if kind == "sequence_scorer":
+        return blocks + s * b * h * weight_bytes
+    return blocks + s * b * shape.vocab_size * (weight_bytes + 2 * FP32)  # logits, fp32 copy, its gradient
+
+
+def _kv_cache(spec: JobSpec, shape: ModelShape, weight_bytes: int) -> float:
+    tokens = spec.data.max_prompt_length + spec.method.max_new_tokens
+    batch = spec.method.rollout_batch_size
+    cache = 2 * shape.num_layers * tokens * batch * shape.kv_dim * weight_bytes
+    return cache + batch * shape.vocab_size * FP32
