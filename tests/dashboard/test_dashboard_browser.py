@@ -96,14 +96,39 @@ def running_job(server: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     for step in range(1, FIRST_STEPS + 1):
         queue.record_metrics(sessions, job_id, step, _metrics_at(step))
     queue.record_checkpoint(sessions, job_id, 10, str(server["home"] / "ckpt-10"), {"loss": _metrics_at(10)["loss"]})
-    return {"id": job_id, "sessions": sessions, "attempt": claimed.attempt}
+    return {"id": job_id, "sessions": sessions, "attempt": claimed.attempt, "sft_file": upload.json()["id"]}
+
+
+@pytest.fixture(scope="module")
+def pipeline(server: dict, running_job: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """An SFT -> DPO pipeline created over HTTP (created after the job above was claimed, so it waits)."""
+    data = tmp_path_factory.mktemp("dashboard-pref") / "pref.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"sort {w}", "chosen": "".join(sorted(w)), "rejected": w}) + "\n"
+                            for w in ["dcba", "zyx", "hgfe", "qpo", "tsr", "wvu"]))
+    with httpx.Client(base_url=server["url"], headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as client:
+        upload = client.post("/v1/files", data={"purpose": "fine-tune"},
+                             files={"file": ("pref.jsonl", data.read_bytes(), "application/jsonl")})
+        assert upload.status_code == 200, upload.text
+        created = client.post("/v1/pipelines", json={"name": "sft-then-dpo", "model": "alignd-tiny", "stages": [
+            {"method": "supervised", "training_file": running_job["sft_file"]},
+            {"method": "dpo", "training_file": upload.json()["id"]}]})
+        assert created.status_code == 200, created.text
+    return created.json()
+
+
+def _screenshot(page, path: Path) -> None:
+    """Save a full-page PNG; copy it to $ALIGND_SCREENSHOT_DIR when set, to look at the page by eye."""
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("ALIGND_SCREENSHOT_DIR"):
+        shutil.copy(path, os.environ["ALIGND_SCREENSHOT_DIR"])
 
 
 def _metrics_at(step: int) -> dict[str, float]:
     return {"loss": 2.5 / (1 + 0.3 * step), "learning_rate": 1e-4 * (1 - step / 40), "grad_norm": 1.0 + 0.1 * step}
 
 
-def test_dashboard_shows_live_curves_and_cancels_a_job(server: dict, running_job: dict, tmp_path: Path) -> None:
+def test_dashboard_shows_live_curves_and_cancels_a_job(server: dict, running_job: dict, pipeline: dict,
+                                                       tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     from services.store import queue
@@ -150,9 +175,7 @@ def test_dashboard_shows_live_curves_and_cancels_a_job(server: dict, running_job
                 queue.record_metrics(sessions, job_id, step, _metrics_at(step))
             expect(loss_line).to_have_attribute("data-points", str(FIRST_STEPS + MORE_STEPS))
             expect(page.locator("#live-indicator")).to_be_visible()
-            page.screenshot(path=str(tmp_path / "dashboard-job.png"), full_page=True)
-            if os.environ.get("ALIGND_SCREENSHOT_DIR"):
-                shutil.copy(tmp_path / "dashboard-job.png", os.environ["ALIGND_SCREENSHOT_DIR"])
+            _screenshot(page, tmp_path / "dashboard-job.png")
 
             # Cancel: the API flags the running job, the worker acknowledges, the page follows.
             page.click("#action-cancel")
@@ -167,8 +190,19 @@ def test_dashboard_shows_live_curves_and_cancels_a_job(server: dict, running_job
 
             page.click("a[href='#/jobs']")
             expect(page.locator(f"tr[data-job-id='{job_id}'] .job-status")).to_have_text("cancelled")
-            page.screenshot(path=str(tmp_path / "dashboard-jobs.png"))
-            if os.environ.get("ALIGND_SCREENSHOT_DIR"):
-                shutil.copy(tmp_path / "dashboard-jobs.png", os.environ["ALIGND_SCREENSHOT_DIR"])
+            _screenshot(page, tmp_path / "dashboard-jobs.png")
+
+            # Pipelines: listed (gathered from the jobs), and one shows its stages in order.
+            page.click("a[data-nav='pipelines']")
+            page.click(f"#pipelines-table a[href='#/pipelines/{pipeline['id']}']")
+            stages = page.locator(".stage-card")
+            expect(stages).to_have_count(2)
+            expect(stages.nth(0)).to_contain_text("supervised")
+            expect(stages.nth(1)).to_contain_text("dpo")
+            expect(page.locator(".page-head")).to_contain_text("sft-then-dpo")
+            _screenshot(page, tmp_path / "dashboard-pipeline.png")
+            stages.nth(1).click()
+            expect(page.locator("#job-status .badge")).to_have_text("queued")
+            expect(page.locator("#charts")).to_contain_text("No metrics reported yet")
         finally:
             browser.close()
