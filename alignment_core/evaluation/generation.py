@@ -27,6 +27,7 @@ def generate_completions(
         "do_sample": do_sample,
         "pad_token_id": tokenizer.pad_token_id,
         "eos_token_id": stop_token_ids(model, tokenizer),
+        "use_cache": True,  # training may have switched the cache off for gradient checkpointing
     }
     if do_sample:
         options.update(temperature=temperature, top_p=top_p, top_k=0)

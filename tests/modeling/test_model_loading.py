@@ -198,3 +198,15 @@ def test_scorer_from_causal_checkpoint_is_seeded_and_round_trips(tiny_model_dir,
     assert json.loads((tmp_path / "rm" / "alignd_model.json").read_text())["kind"] == "sequence_scorer"
     reloaded = load_sequence_scorer(ModelSpec(name_or_path=str(tmp_path / "rm")), trainable=False)
     torch.testing.assert_close(_logits(reloaded, batch), trained, atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_checkpointing_and_attention_kernel_are_honoured(tiny_model_dir, tokenizer):
+    spec = ModelSpec(name_or_path=str(tiny_model_dir), lora=LoraSpec(r=4), gradient_checkpointing=True,
+                     attn_implementation="eager")
+    policy = load_causal_lm(spec, seed=0)
+    base = policy.get_base_model()
+    assert base.is_gradient_checkpointing and base.config.use_cache is False
+    assert base.config._attn_implementation == "eager"
+    before = {n: p.detach().clone() for n, p in policy.named_parameters() if "lora_B" in n}
+    _train_steps(policy, _batch(tokenizer), steps=1, lr=1e-2)
+    assert all(not torch.equal(before[n], p) for n, p in policy.named_parameters() if "lora_B" in n)

@@ -176,3 +176,23 @@ def test_plan_command_prints_estimate_and_recommendation(llama_8b, tmp_path):
     assert ok.exit_code == 0, ok.output
     bad = CliRunner().invoke(app, ["plan", str(lora_file), "--gpu", "X100"])
     assert bad.exit_code == 2 and "unknown GPU" in bad.output
+
+
+@pytest.mark.parametrize("quantization", [{"bits": 4, "double_quant": True}, {"bits": 8}])
+def test_quantized_weight_estimate_matches_a_loaded_model(tiny_model_dir, quantization):
+    pytest.importorskip("bitsandbytes")
+    import torch
+
+    from alignment_core.modeling.loading import load_causal_lm
+
+    spec = make_spec(str(tiny_model_dir), qlora=True, model={"quantization": quantization})
+    policy = load_causal_lm(spec.model)
+    held = sum(p.numel() * p.element_size() for p in policy.parameters())
+    for module in policy.modules():
+        weight = getattr(module, "weight", None)
+        state = getattr(weight, "quant_state", None)
+        if state is not None:  # 4-bit: absmax, nested constants, code book
+            held += sum(v.numel() * v.element_size() for v in state.as_dict(packed=True).values() if torch.is_tensor(v))
+        if getattr(weight, "SCB", None) is not None:  # 8-bit: row scales
+            held += weight.SCB.numel() * weight.SCB.element_size()
+    assert estimate_memory(spec).weights == pytest.approx(held, rel=0.08)
