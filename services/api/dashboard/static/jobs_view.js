@@ -77,7 +77,8 @@ export function jobsView() {
     const counts = {};
     for (const job of jobs) counts[job.status] = (counts[job.status] || 0) + 1;
     replaceChildren(summary, Object.entries(counts).map(([status, n]) =>
-      el("span", {class: "summary-item"}, statusBadge(status), el("b", null, n))));
+      el("span", {class: "summary-item"}, statusBadge(status), el("b", null, n))),
+    page.has_more ? el("span", {class: "muted small"}, `newest ${jobs.length} shown`) : null);
   }
 
   return {root, refresh, live: () => jobs.some((j) => ACTIVE_STATUSES.has(j.status))};
