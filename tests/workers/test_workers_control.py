@@ -11,7 +11,7 @@ from workers_support import sft_body, wait_for
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 LONG = 100_000  # steps a job would take to finish: it only ends by cancel / pause
-PAUSED_RUN = 200  # long enough that the pause lands mid-run, short enough to finish after resume
+PAUSED_RUN = 120  # long enough that the pause lands mid-run, short enough to finish after resume
 
 
 def _checkpoint_steps(client, job_id: str) -> list[int]:

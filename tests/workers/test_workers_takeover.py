@@ -17,7 +17,7 @@ from services.store.lifecycle import LeaseLost
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.postgres]
 
 LEASE_SECONDS = 4
-MAX_STEPS = 40
+MAX_STEPS = 30
 
 
 def start_dispatcher(name: str, stack, ray_address: str, home: Path) -> subprocess.Popen:
