@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import time
 
 from fastapi import Request
 from sqlalchemy.orm import Session
 
 from services.api.errors import ApiError
 from services.store.models import Project
-from services.store.projects import DEFAULT_PROJECT, ensure_project, project_for_key
+from services.store.projects import DEFAULT_PROJECT, ensure_project, hash_key, project_for_key
 
 
 def bearer_key(request: Request) -> str:
@@ -22,16 +23,28 @@ def bearer_key(request: Request) -> str:
     return key.strip()
 
 
+# key hash -> (project, checked at): saves a query per request; a revoked key stops working within the TTL.
+_KEY_CACHE: dict[str, tuple[Project, float]] = {}
+KEY_CACHE_TTL_S = 30.0
+
+
 def authenticate(request: Request, session: Session, admin_key: str | None) -> tuple[Project, bool]:
     """The caller's project and whether the caller holds the admin key; 401 for a missing or bad key."""
     key = bearer_key(request)
-    if admin_key and hmac.compare_digest(key.encode(), admin_key.encode()):
+    is_admin = bool(admin_key) and hmac.compare_digest(key.encode(), admin_key.encode())
+    cache_key = f"{id(session.get_bind())}:{hash_key(key)}"
+    cached = _KEY_CACHE.get(cache_key)
+    if cached is not None and time.monotonic() - cached[1] < KEY_CACHE_TTL_S:
+        return cached[0], is_admin
+    if is_admin:
         project = ensure_project(session, DEFAULT_PROJECT)
         session.commit()
+        _KEY_CACHE[cache_key] = (project, time.monotonic())
         return project, True
     project = project_for_key(session, key)
     # End the read now: on SQLite every transaction holds the write lock, and a handler may open its own.
     session.commit()
     if project is None:
         raise ApiError(401, "Invalid API key", code="invalid_api_key")
+    _KEY_CACHE[cache_key] = (project, time.monotonic())
     return project, False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -54,7 +55,9 @@ def body_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+@lru_cache(maxsize=1)
 def package_versions() -> dict[str, str]:
+    """Versions of the packages a job runs with (read once: metadata lookups scan site-packages)."""
     versions = {}
     for name in RECORDED_PACKAGES:
         try:
@@ -226,7 +229,7 @@ def build_new_job(session: Session, project: Project, body: JobCreate, job_id: s
         training_file=body.training_file, validation_file=body.validation_file, suffix=body.suffix,
         seed=validated.training.seed, metadata=body.metadata, priority=body.priority,
         max_attempts=body.max_attempts, depends_on=list(references.depends_on),
-        output_model=output_model_name(model_name, body.suffix, job_id), package_versions=package_versions(),
+        output_model=output_model_name(model_name, body.suffix, job_id), package_versions=dict(package_versions()),
     )
 
 

@@ -49,7 +49,8 @@ def add_events(session: Session, events: Iterable[dict[str, Any]]) -> None:
         {"level": "info", "type": "message", "data": None, "created_at": now, **event} for event in events
     ]
     if rows:
-        session.execute(insert(JobEvent), rows)
+        # Core insert on the table: no ORM bookkeeping or RETURNING, one multi-row INSERT per batch.
+        session.connection().execute(insert(JobEvent.__table__), rows)
 
 
 def error_object(code: str, message: str, param: str | None = None) -> dict[str, Any]:
@@ -68,9 +69,12 @@ def release_ready_dependents(session: Session, finished_job_ids: Iterable[str] |
     conditions = [Job.blocked.is_(True), Job.status.in_(WAITING_STATUSES), ~unfinished_input]
     if finished_job_ids is not None:
         finished = list(finished_job_ids)
-        if not finished:
+        # Most jobs have no dependents: one index lookup instead of the update below.
+        dependents = session.execute(
+            select(JobDependency.job_id).where(JobDependency.depends_on_job_id.in_(finished))
+        ).scalars().all() if finished else []
+        if not dependents:
             return []
-        dependents = select(JobDependency.job_id).where(JobDependency.depends_on_job_id.in_(finished))
         conditions.append(Job.id.in_(dependents))
     released = session.execute(
         update(Job).where(and_(*conditions)).values(blocked=False, updated_at=time.time()).returning(Job.id),

@@ -101,7 +101,7 @@ class Job(Base):
         UniqueConstraint("project_id", "idempotency_key", name="uq_jobs_project_idempotency_key"),
         # The claim query's path: only runnable rows are in it, in claim order.
         Index(
-            "ix_jobs_claimable", "priority", "seq",
+            "ix_jobs_claimable", text("priority DESC"), "seq",
             postgresql_where=text("status = 'queued' AND NOT blocked"),
             sqlite_where=text("status = 'queued' AND NOT blocked"),
         ),

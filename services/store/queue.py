@@ -139,7 +139,7 @@ def enqueue_jobs(session: Session, jobs: list[NewJob]) -> list[str]:
             "id": job_id, "project_id": job.project_id, "pipeline_id": job.pipeline_id, "status": "queued",
             "method": job.method, "model": job.model, "spec": job.spec, "request": job.request,
             "training_file": job.training_file, "validation_file": job.validation_file, "suffix": job.suffix,
-            "seed": job.seed, "metadata_": job.metadata, "priority": job.priority, "attempts": 0,
+            "seed": job.seed, "metadata": job.metadata, "priority": job.priority, "attempts": 0,
             "max_attempts": job.max_attempts, "run_after": 0.0, "blocked": blocked, "depends_on": job.depends_on,
             "cancel_requested": False, "pause_requested": False, "idempotency_key": job.idempotency_key,
             "idempotency_hash": job.idempotency_hash, "output_model": job.output_model or f"ft-{job_id}",
@@ -147,11 +147,11 @@ def enqueue_jobs(session: Session, jobs: list[NewJob]) -> list[str]:
         })
         edges.extend({"job_id": job_id, "depends_on_job_id": dep} for dep in job.depends_on)
         waiting = f"; waiting for {', '.join(job.depends_on)}" if blocked else ""
-        events.append({"job_id": job_id, "message": f"Created fine-tuning job: {job_id}"})
-        events.append({"job_id": job_id, "message": f"Job queued{waiting}"})
-    session.execute(insert(Job), rows)
+        events.append({"job_id": job_id, "message": f"Created fine-tuning job: {job_id}; queued{waiting}"})
+    connection = session.connection()
+    connection.execute(insert(Job.__table__), rows)
     if edges:
-        session.execute(insert(JobDependency), edges)
+        connection.execute(insert(JobDependency.__table__), edges)
     add_events(session, events)
     if is_postgres(session):
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
@@ -164,10 +164,58 @@ def enqueue_job(session: Session, job: NewJob) -> Job:
     return session.execute(select(Job).where(Job.id == job_id)).scalar_one()
 
 
+# Postgres: pick, lease and log in one statement (one round trip per batch). Rows another claimer holds
+# are skipped, never waited for.
+PG_CLAIM = text("""
+WITH candidates AS (
+    SELECT seq FROM jobs
+    WHERE status = 'queued' AND NOT blocked AND run_after <= :now
+    ORDER BY priority DESC, seq
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE jobs AS j
+    SET status = 'running', lease_owner = :worker, lease_expires_at = :expires, attempts = j.attempts + 1,
+        started_at = :now, updated_at = :now, cancel_requested = false
+    FROM candidates AS c WHERE j.seq = c.seq
+    RETURNING j.id, j.project_id, j.spec, j.attempts, j.max_attempts, j.lease_expires_at, j.seed, j.depends_on,
+              j.output_model, j.metadata AS metadata_, j.pipeline_id, j.priority, j.seq
+), logged AS (
+    INSERT INTO job_events (job_id, level, type, message, data, created_at)
+    SELECT id, 'info', 'message', 'Job started (attempt ' || attempts || ') on ' || :worker,
+           jsonb_build_object('attempt', attempts, 'worker_id', CAST(:worker AS text)), :now
+    FROM claimed
+)
+SELECT * FROM claimed
+""")
+
+PG_COMPLETE = text("""
+WITH done AS (
+    UPDATE jobs
+    SET status = 'succeeded', finished_at = :now, updated_at = :now, lease_owner = NULL, lease_expires_at = NULL,
+        fine_tuned_model = output_model
+    WHERE id = ANY(:ids) AND lease_owner = :worker AND status = 'running'
+    RETURNING id
+), logged AS (
+    INSERT INTO job_events (job_id, level, type, message, data, created_at)
+    SELECT id, 'info', 'message', 'The job has successfully completed', NULL, :now FROM done
+)
+SELECT id FROM done
+""")
+
+
 def claim_jobs(sessions: SessionFactory, worker_id: str, lease_seconds: float, limit: int = 1) -> list[ClaimedJob]:
     """Lease up to `limit` runnable jobs to `worker_id`, highest priority first, then oldest."""
     with sessions.begin() as session:
         now = time.time()
+        if is_postgres(session):
+            claimed = session.execute(PG_CLAIM, {"now": now, "limit": limit, "worker": worker_id,
+                                                 "expires": now + lease_seconds}).all()
+            if not claimed:
+                release_ready_dependents(session)
+                return []
+            claimed = sorted(claimed, key=lambda row: (-row.priority, row.seq))
+            return [_claimed_job(session, row) for row in claimed]
         candidates = (
             select(Job.seq)
             .where(Job.status == "queued", Job.blocked.is_(False), Job.run_after <= now)
@@ -248,9 +296,14 @@ def complete_jobs(sessions: SessionFactory, job_ids: list[str], worker_id: str) 
     """Mark several held jobs succeeded in one transaction (no outputs); returns those that were held."""
     with sessions.begin() as session:
         now = time.time()
+        if is_postgres(session):
+            done = session.execute(PG_COMPLETE, {"now": now, "ids": list(job_ids), "worker": worker_id}).scalars().all()
+            release_ready_dependents(session, done)
+            return list(done)
         done = session.execute(
             update(Job).where(Job.id.in_(job_ids), Job.lease_owner == worker_id, Job.status == "running")
-            .values(status="succeeded", finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None)
+            .values(status="succeeded", finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None,
+                    fine_tuned_model=Job.output_model)
             .returning(Job.id),
             execution_options={"synchronize_session": False},
         ).scalars().all()
@@ -270,16 +323,15 @@ def complete_job(sessions: SessionFactory, job_id: str, worker_id: str, *, resul
                                   "lease_expires_at": None, "result": result, "trained_tokens": trained_tokens}
         if package_versions is not None:
             values["package_versions"] = package_versions
+        values["fine_tuned_model"] = fine_tuned_model if fine_tuned_model is not None else Job.output_model
         row = session.execute(
             update(Job).where(*_held(worker_id, job_id, attempt)).values(**values)
-            .returning(Job.output_model, Job.project_id, Job.model),
+            .returning(Job.fine_tuned_model, Job.project_id, Job.model),
             execution_options={"synchronize_session": False},
         ).first()
         if row is None:
             raise LeaseLost(job_id, worker_id, attempt)
-        model_id = fine_tuned_model or row.output_model
-        session.execute(update(Job).where(Job.id == job_id).values(fine_tuned_model=model_id),
-                        execution_options={"synchronize_session": False})
+        model_id = row.fine_tuned_model
         if model_path is not None:
             _insert_model(session, row.project_id, job_id, model_id, model_path, row.model, model_kind, None)
         add_events(session, [{"job_id": job_id, "message": "The job has successfully completed",
