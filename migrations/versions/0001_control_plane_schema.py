@@ -113,7 +113,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('project_id', 'idempotency_key', name='uq_jobs_project_idempotency_key')
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.create_index('ix_jobs_claimable', ['priority', 'seq'], unique=False, **CLAIMABLE)
+        batch_op.create_index('ix_jobs_claimable', [sa.text('priority DESC'), 'seq'], unique=False, **CLAIMABLE)
         batch_op.create_index(batch_op.f('ix_jobs_pipeline_id'), ['pipeline_id'], unique=False)
         batch_op.create_index('ix_jobs_project_seq', ['project_id', 'seq'], unique=False)
         batch_op.create_index('ix_jobs_running_lease', ['lease_expires_at'], unique=False, **RUNNING)
