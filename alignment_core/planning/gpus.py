@@ -28,7 +28,7 @@ KNOWN_GPUS: dict[str, GpuInfo] = {
     gpu.name: gpu
     for gpu in (
         GpuInfo("H200-141GB", int(139.8 * GIB)),
-        GpuInfo("H100-80GB", int(79.6 * GIB)),
+        GpuInfo("H100-80GB", int(79.2 * GIB)),
         GpuInfo("A100-80GB", int(79.2 * GIB)),
         GpuInfo("A100-40GB", int(39.4 * GIB)),
         GpuInfo("L40S-48GB", int(44.4 * GIB)),

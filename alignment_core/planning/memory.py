@@ -10,7 +10,9 @@ The accounting follows what our loaders and trainers hold:
   offloading moves optimizer states / parameters to host memory;
 - activations per transformer block from hidden and intermediate sizes (Korthikanti et al. 2022,
   adapted to gated MLPs; no s^2 attention term with SDPA / flash attention), only block inputs plus
-  one block with gradient checkpointing, and the logits in float32 for the loss;
+  one block with gradient checkpointing, and the logits in float32 for the loss; LoRA adds float32
+  copies of adapted inputs; QLoRA's residual stream is float32 (peft's k-bit preparation);
+- torch's AdamW step needs gradient-sized scratch once activations are freed;
 - DPO and PPO add a frozen reference unless LoRA provides it; PPO adds a value model (trained like
   the policy) and a frozen reward model, and its generation phase needs a KV cache.
 Numbers are estimates to be checked against measured peaks (bench/).
@@ -33,8 +35,8 @@ from alignment_core.specs import JobSpec
 # CUDA context, cuBLAS and NCCL workspaces: present whatever the model.
 CUDA_CONTEXT_BYTES = 1 * GIB
 FP32 = 4
-# Share of allocated memory the caching allocator loses to fragmentation.
-FRAGMENTATION = 0.05
+# Share of allocated memory the caching allocator loses to fragmentation (H100 measurements: 3-20%).
+FRAGMENTATION = 0.08
 
 
 @dataclass(frozen=True)
@@ -185,8 +187,14 @@ def estimate_memory(spec: JobSpec, gpu: GpuInfo | str = "H100-80GB") -> MemoryEs
             notes.append("the rollout KV cache is the activation peak")
         activations = max(activations, generation)
 
+    # torch's foreach AdamW needs a gradient-sized scratch buffer during the step, after activations are
+    # freed: it only raises the peak where it exceeds them.
+    step_scratch = 0.0 if deepspeed else gradients
+    if step_scratch > activations:
+        notes.append("the optimizer step, not the backward pass, sets the peak")
     # Allocator fragmentation, then the CUDA context and workspaces.
-    overhead = FRAGMENTATION * (weights + gradients + optimizer + activations) + CUDA_CONTEXT_BYTES
+    overhead = max(0.0, step_scratch - activations)
+    overhead += FRAGMENTATION * (weights + gradients + optimizer + max(activations, step_scratch)) + CUDA_CONTEXT_BYTES
     if deepspeed:
         overhead += 2 * shape.hidden_size**2 * weight_bytes  # reduce / all-gather buckets
     if dist.zero_stage == 3:
@@ -278,25 +286,34 @@ def _sequences(spec: JobSpec) -> tuple[int, int]:
 
 def _activations(spec: JobSpec, shape: ModelShape, s: int, b: int, weight_bytes: int, kind: str) -> float:
     h, i = shape.hidden_size, shape.intermediate_size
-    scale = weight_bytes / 2  # the coefficients below count 2-byte activations
+    quantization, lora = spec.model.quantization, spec.model.lora
+    # peft's k-bit preparation casts norms and embeddings to float32, so QLoRA's residual stream is fp32.
+    act_bytes = FP32 if quantization is not None else weight_bytes
+    scale = act_bytes / 2  # the coefficients below count 2-byte activations
     # Attention 11 sbh, norms 4 sbh, gated MLP 2 sbh + 6 sbi (Korthikanti et al., adapted).
     per_block = (17 * s * b * h + 6 * s * b * i) * scale
     if spec.model.attn_implementation == "eager":
         per_block += 5 * shape.num_heads * s * s * b * scale
-    lora = spec.model.lora
-    if lora is not None and lora.dropout > 0:
-        # LoRA's dropout keeps its own copy of each adapted layer's input.
+    block_linear_inputs = sum(layer.in_features for layer in shape.linears) / max(shape.num_layers, 1)
+    if quantization is not None and quantization.compute_dtype != "float32":
+        per_block += s * b * 2 * block_linear_inputs  # each 4-bit matmul keeps its input cast to compute dtype
+    if lora is not None:
         adapted_inputs = sum(
             layer.in_features for layer in shape.linears if is_lora_target(layer.name, lora.target_modules)
-        )
-        per_block += s * b * weight_bytes * adapted_inputs / max(shape.num_layers, 1)
+        ) / max(shape.num_layers, 1)
+        # LoRA runs in float32 (peft upcasts adapters): each adapted layer keeps an fp32 copy of its input
+        # (cast and / or dropped out) and, with dropout, a one-byte mask.
+        per_element = (FP32 if lora.dropout > 0 or act_bytes != FP32 else 0) + (1 if lora.dropout > 0 else 0)
+        per_block += s * b * per_element * adapted_inputs
     if spec.model.gradient_checkpointing:
-        blocks = shape.num_layers * s * b * h * weight_bytes + per_block
+        blocks = shape.num_layers * s * b * h * act_bytes + per_block
     else:
         blocks = shape.num_layers * per_block
     if kind == "sequence_scorer":
-        return blocks + s * b * h * weight_bytes
-    return blocks + s * b * shape.vocab_size * (weight_bytes + 2 * FP32)  # logits, fp32 copy, its gradient
+        return blocks + s * b * h * act_bytes
+    # Logits, their float32 copy for the loss (none if already fp32) and its gradient.
+    logit_bytes = act_bytes + (FP32 if act_bytes != FP32 else 0) + FP32
+    return blocks + s * b * shape.vocab_size * logit_bytes
 
 
 def _kv_cache(spec: JobSpec, shape: ModelShape, weight_bytes: int) -> float:
