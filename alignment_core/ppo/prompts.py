@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 from alignment_core.data.chat import Messages
+from alignment_core.data.demo_sources import resolve_data_path
 from alignment_core.data.formats import DataFormatError, detect_format, read_jsonl, validate_record
 from alignment_core.specs import DataSpec
 
@@ -32,7 +33,7 @@ def load_prompts(files: list[str], fmt: str = "auto", max_examples: int | None =
     """Every prompt in `files`, in file order; errors name the file and line."""
     prompts: list[Prompt] = []
     for file in files:
-        for line, record in enumerate(read_jsonl(Path(file)), start=1):
+        for line, record in enumerate(read_jsonl(Path(resolve_data_path(file))), start=1):
             try:
                 prompts.append(prompt_of(record, line, fmt if fmt != "auto" else detect_format(record)))
             except DataFormatError as error:

@@ -80,8 +80,11 @@ def test_ppo_with_checker_reward_improves_the_sft_policy(
 def test_ppo_with_trained_reward_model_improves_the_sft_policy(
     sft_model_dir: Path, reward_model_dir: Path, demo_data: dict[str, Path], tmp_path: Path
 ) -> None:
+    # A learned reward model is hackable off its data (it rates "a a a a ..." above many near-misses): a
+    # gentler step and a stronger KL keep the policy where the model's judgement holds. With the checker's
+    # settings (lr 3e-4, kl 0.05) its reward rose while held-out rule satisfaction fell 0.50 -> 0.40.
     spec = ppo_spec(sft_model_dir, demo_data["prompts"], {"type": "model", "model": str(reward_model_dir)},
-                    method={"normalize_rewards": True})
+                    method={"kl_coef": 0.1}, training={"learning_rate": 1e-4})
     context = LocalContext(tmp_path)
     result = run_stage(spec, context)
     assert result.status == "completed"
