@@ -160,7 +160,7 @@ def load_pretrained(kind: ModelKind, name_or_path: str, **kwargs: Any) -> Any:
     if folder is None or not (folder / "adapter_config.json").exists():
         return _model_class(kind).from_pretrained(source, **kwargs)
     merged = merged_weights_folder(folder)
-    if merged is not None and adapter_kind(folder) == kind:
+    if merged is not None:  # full weights saved beside the adapter: load them like any checkpoint
         return _model_class(kind).from_pretrained(str(merged), **kwargs)
     if "quantization_config" in kwargs or adapter_kind(folder) != kind:
         # Merge in full precision into a scratch folder, then load that like any checkpoint: merging

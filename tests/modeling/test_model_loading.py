@@ -210,3 +210,19 @@ def test_gradient_checkpointing_and_attention_kernel_are_honoured(tiny_model_dir
     before = {n: p.detach().clone() for n, p in policy.named_parameters() if "lora_B" in n}
     _train_steps(policy, _batch(tokenizer), steps=1, lr=1e-2)
     assert all(not torch.equal(before[n], p) for n, p in policy.named_parameters() if "lora_B" in n)
+
+
+def test_reward_model_chained_on_an_sft_adapter_round_trips(sft_adapter, tokenizer, tmp_path):
+    folder, _ = sft_adapter
+    batch = _batch(tokenizer)
+    adapter_only = tmp_path / "sft_adapter_only"
+    shutil.copytree(folder, adapter_only, ignore=shutil.ignore_patterns("merged"))
+    for source in (folder, adapter_only):  # merged weights beside the adapter, or merged on load
+        scorer = load_sequence_scorer(ModelSpec(name_or_path=str(source), lora=LoraSpec(r=4)), seed=5)
+        scorer.train()
+        optimizer = torch.optim.AdamW([p for p in scorer.parameters() if p.requires_grad], lr=1e-2)
+        scorer(**batch).logits.sum().backward()
+        optimizer.step()
+        out_dir = save_model(scorer, tokenizer, tmp_path / f"rm-{source.name}")
+        reloaded = load_sequence_scorer(ModelSpec(name_or_path=str(out_dir)), trainable=False)
+        torch.testing.assert_close(_logits(reloaded, batch), _logits(scorer, batch), atol=1e-5, rtol=1e-5)
