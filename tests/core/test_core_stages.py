@@ -61,7 +61,7 @@ def test_batch_times_accumulation_invariance(method, tiny_model_dir, demo_data, 
     results = {}
     for batch, accumulation in ((8, 1), (1, 8)):
         spec = tiny_spec(method, tiny_model_dir, demo_data, max_steps=1, batch_size=batch,
-                         gradient_accumulation_steps=accumulation, learning_rate=1e-2 if method == "dpo" else 1e-3)
+                         gradient_accumulation_steps=accumulation, learning_rate=1e-3)
         context = LocalContext(tmp_path / f"b{batch}")
         result = run_stage(spec, context)
         from transformers import AutoModelForCausalLM
@@ -70,7 +70,8 @@ def test_batch_times_accumulation_invariance(method, tiny_model_dir, demo_data, 
         results[batch] = (context.history[0], weights)
     (log_8, weights_8), (log_1, weights_1) = results[8], results[1]
     assert log_1["loss"] == pytest.approx(log_8["loss"], rel=1e-4)
-    # Adam's first step is nearly sign(gradient), so the gradient norm is what exposes a scaling bug.
+    # Adam's first step is nearly sign(gradient), so the gradient norm is what exposes a scaling bug; near-zero
+    # gradient entries make single weights differ by up to ~1e-2 * lr, hence the absolute tolerance.
     assert log_1["grad_norm"] == pytest.approx(log_8["grad_norm"], rel=1e-4)
     for name, value in weights_8.items():
         torch.testing.assert_close(weights_1[name], value, rtol=1e-4, atol=1e-5, msg=name)
