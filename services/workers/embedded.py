@@ -50,6 +50,7 @@ class EmbeddedAlignd:
     _threads: list[threading.Thread] = field(default_factory=list)
     _server: Any = None
     dispatcher: Any = None
+    _owns_ray: bool = False
 
     @property
     def url(self) -> str:
@@ -74,6 +75,9 @@ class EmbeddedAlignd:
         requeued = queue.requeue_expired_leases(context.sessions, now=time.time() + self.lease_seconds + 1)
         if requeued:
             log.info("requeued jobs interrupted by the last shutdown: %s", ", ".join(requeued))
+        import ray
+
+        self._owns_ray = not ray.is_initialized()  # a caller's Ray (tests, notebooks) is left running
         connect_ray(settings.ray_address, num_cpus=os.cpu_count())
         self.dispatcher = Dispatcher(context.sessions, settings.resolved_storage_uri,
                                      lease_seconds=self.lease_seconds, engine=context.engine)
@@ -100,5 +104,5 @@ class EmbeddedAlignd:
         if self._server is not None:
             self._server.should_exit = True
         self._threads[0].join(timeout=10) if self._threads else None
-        if ray.is_initialized():
+        if self._owns_ray and ray.is_initialized():
             ray.shutdown()
