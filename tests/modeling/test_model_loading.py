@@ -153,6 +153,8 @@ def test_qlora_4bit_trains_adapter_weights_after_an_inference_forward(tiny_model
     linear4bit = [m for m in policy.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert linear4bit, "base linears should be 4-bit"
     assert linear4bit[0].weight.quant_state.quant_type == "nf4"
+    # The guard against the AVX512-BF16 repacking trap (STACK.md); this CPU may lack the instructions.
+    assert not any(m.support_avx512bf16_for_cpu for m in linear4bit)
     batch = _batch(tokenizer)
     _logits(policy, batch)  # an evaluation before training: the forward that repacks weights on some CPUs
     assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in linear4bit)
