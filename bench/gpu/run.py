@@ -29,13 +29,13 @@ CASES: dict[str, Case] = {
 # Which implementations each case measures; the first is the baseline the others are compared with.
 IMPLS: dict[str, tuple[str, ...]] = {
     "sft_full": ("trl", "alignd", "stage"),
-    "sft_lora": ("trl", "alignd", "stage"),
+    "sft_lora": ("trl", "alignd", "alignd_compile", "stage"),
     "rm_lora": ("trl", "alignd", "stage"),
     "dpo_lora": ("trl", "alignd", "stage"),
     "qlora_8b": ("plain_ckpt", "plain_nockpt", "alignd", "alignd_compile", "stage"),
-    "ppo_lora": ("trl112", "stage"),
+    "ppo_lora": ("stage",),
 }
-SHAPE_OF = {"qlora_8b": "llama-8b"}
+SHAPE_OF = {"qlora_8b": "llama-8b", "ppo_lora": "llama-1b-v512"}
 TINY_CASES = {name: Case(c.name, c.method, c.lora, 2, 64 if c.method == "supervised" else 48)
               for name, c in CASES.items()}
 

@@ -25,6 +25,8 @@ class Shape:
 SHAPES = {
     "llama-1b": Shape("llama-1b", 2048, 5632, 22, 32, 4, 32000),
     "llama-8b": Shape("llama-8b", 4096, 14336, 32, 32, 8, 32000),
+    # PPO decodes what the policy samples: the vocabulary must be the benchmark tokenizer's.
+    "llama-1b-v512": Shape("llama-1b-v512", 2048, 5632, 22, 32, 4, 512),
     "tiny": Shape("tiny", 64, 256, 2, 4, 2, 512),
 }
 

@@ -50,12 +50,14 @@ def _config(case: Case, impl: str, ctx: dict, max_steps: int) -> Any:
     )
     if ctx["device"] == "cpu":
         common.update(bf16=False, use_cpu=True)
-    if impl == "alignd":
+    if impl in ("alignd", "alignd_compile"):
         spec = case_spec(case, ctx, max_steps)
         common.update(training_overrides(spec, ctx["device"]))
         load = model_load_overrides(spec, ctx["device"])
         common["model_init_kwargs"] = {"dtype": str(load["dtype"]).removeprefix("torch."),
                                        "attn_implementation": load["attn_implementation"]}
+        if impl == "alignd_compile":
+            common["torch_compile"] = True
     if case.method == "supervised":
         return SFTConfig(**common)
     if case.method == "dpo":
