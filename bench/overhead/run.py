@@ -96,6 +96,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=400)
     parser.add_argument("--markdown", action="store_true", help="Also print a docs/benchmarks.md row.")
     args = parser.parse_args()
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll would drown the report
     from alignment_core.demo.task import write_demo_data
 
     with tempfile.TemporaryDirectory(prefix="alignd-overhead-") as scratch:
