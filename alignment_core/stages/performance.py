@@ -101,6 +101,9 @@ def training_overrides(spec: JobSpec, device: Any) -> dict[str, Any]:
         dataloader_pin_memory=True,
         use_liger_kernel=liger_usable(device),
     )
+    if spec.method.type == "reward_model" and overrides["use_liger_kernel"]:
+        # Liger's fused linear cross-entropy replaces a causal LM's forward; a scorer has no LM head.
+        overrides["liger_kernel_config"] = {"fused_linear_cross_entropy": False, "cross_entropy": False}
     if spec.method.type == "dpo":
         overrides["precompute_ref_log_probs"] = precompute_reference(spec)
         if overrides["precompute_ref_log_probs"]:

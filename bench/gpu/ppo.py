@@ -32,6 +32,7 @@ def ppo_spec(ctx: dict, updates: int):
         "data": {"train_files": [ctx["data"]["prompts"]], "max_prompt_length": PROMPT,
                  "max_length": PROMPT + RESPONSE},
         "training": {"batch_size": MICRO, "max_steps": updates, "logging_steps": 1, "seed": 0},
+        "distribution": {"gpus_per_worker": 1 if ctx["device"] == "cuda" else 0},
     })
 
 

@@ -120,12 +120,14 @@ def orchestrate(options: argparse.Namespace) -> list[dict]:
     work.mkdir(parents=True, exist_ok=True)
     env = _environment()
     print(json.dumps(env), flush=True)
+    # "case" runs every implementation of the case; "case:impl+impl" only those.
     wanted = [name.strip() for name in options.cases.split(",") if name.strip()]
     results: list[dict] = []
     built: dict[str, dict] = {}
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
-    for case_name in wanted:
+    for wanted_case in wanted:
+        case_name, _, only = wanted_case.partition(":")
         shape_name = "tiny" if options.tiny else SHAPE_OF.get(case_name, "llama-1b")
         if shape_name not in built:
             build_file = work / f"build-{shape_name}.json"
@@ -140,7 +142,8 @@ def orchestrate(options: argparse.Namespace) -> list[dict]:
             print(f"built {shape_name} in {seconds:.0f}s", flush=True)
         if not built[shape_name]:
             continue
-        impls = [impl for impl in IMPLS[case_name] if not options.impls or impl in options.impls.split(",")]
+        chosen = only.split("+") if only else (options.impls.split(",") if options.impls else IMPLS[case_name])
+        impls = [impl for impl in chosen if impl in IMPLS[case_name]]
         for impl in impls:
             ctx = {**built[shape_name], "shape": SHAPES[shape_name].__dict__, "device": options.device,
                    "tiny": options.tiny, "warmup": options.warmup, "steps": options.steps,

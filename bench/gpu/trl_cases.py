@@ -35,6 +35,7 @@ def case_spec(case: Case, ctx: dict, max_steps: int):
         "model": model,
         "data": {"train_files": [data_file], "max_length": case.seq, "max_prompt_length": prompt_max},
         "training": {"batch_size": case.batch, "max_steps": max_steps, "logging_steps": 1, "seed": 0},
+        "distribution": {"gpus_per_worker": 1 if ctx["device"] == "cuda" else 0},
     })
 
 
