@@ -1,7 +1,8 @@
 """The demo task: sort a short list of letters.
 
 Rule-checkable (``check`` decides correctness), learnable by a tiny model on a CPU in minutes, and
-rich enough for preferences: a wrong answer can be unsorted, miss a letter or repeat one.
+rich enough for preferences: a wrong answer can be unsorted, miss a letter or repeat one, or be
+degenerate (one letter over and over, far too long, almost empty).
 """
 
 from __future__ import annotations
@@ -64,7 +65,20 @@ def reward_function(prompts: list[str], completions: list[str]) -> list[float]:
     return [score(prompt, completion) for prompt, completion in zip(prompts, completions)]
 
 
+# A policy under RL drifts into these; the preference data shows them as rejected so a reward model learns
+# to penalise them. Near-misses stay the majority (about 3 in 4), so the model still learns fine distinctions.
+DEGENERATE_SHARE = 0.25
+LONG_OUTPUT_ITEMS = (14, 24)
+
+
 def wrong_answer(problem: Problem, rng: random.Random) -> str:
+    """A mistake: mostly a near-miss, sometimes degenerate output of the kind RL policies learn."""
+    if rng.random() < DEGENERATE_SHARE:
+        return degenerate_answer(problem, rng)
+    return near_miss_answer(problem, rng)
+
+
+def near_miss_answer(problem: Problem, rng: random.Random) -> str:
     """A plausible mistake: unsorted, a swapped pair, a dropped or a duplicated letter."""
     letters = sorted(problem.letters)
     kind = rng.choice(["unsorted", "swap", "drop", "duplicate"])
@@ -85,6 +99,22 @@ def wrong_answer(problem: Problem, rng: random.Random) -> str:
     if answer == problem.answer:  # a swap of equal letters changes nothing
         return " ".join(letters[:-1])
     return answer
+
+
+def degenerate_answer(problem: Problem, rng: random.Random) -> str:
+    """Degenerate output: one letter repeated, far too long, or (almost) empty."""
+    kind = rng.choice(["repeat", "too_long", "empty"])
+    if kind == "repeat":
+        letter = rng.choice(problem.letters)
+        return " ".join([letter] * rng.randint(*LONG_OUTPUT_ITEMS))
+    if kind == "too_long":
+        count = rng.randint(*LONG_OUTPUT_ITEMS)
+        if rng.random() < 0.5:  # the right answer that never stops
+            letters = sorted(problem.letters)
+            return " ".join((letters * count)[:count])
+        return " ".join(rng.choice(ALPHABET) for _ in range(count))
+    # A single letter: the closest to empty the preference format allows (it rejects empty text).
+    return rng.choice(problem.letters)
 
 
 def messages_example(problem: Problem) -> dict:
