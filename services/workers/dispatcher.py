@@ -126,7 +126,12 @@ class Dispatcher:
     def run(self, stop_event: threading.Event) -> None:
         log.info("dispatcher %s waiting for jobs", self.worker_id)
         while not stop_event.is_set():
-            if not self.run_one():
+            try:
+                worked = self.run_one()
+            except Exception:  # noqa: BLE001 - e.g. the database restarting; the leases keep jobs safe
+                log.exception("dispatcher %s: claiming or recording failed; retrying", self.worker_id)
+                worked = False
+            if not worked:
                 if self.engine is not None and self.engine.dialect.name == "postgresql":
                     queue.wait_for_jobs(self.engine, self.poll_interval_s)
                 else:
