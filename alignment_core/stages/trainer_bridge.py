@@ -29,6 +29,20 @@ def numeric_metrics(logs: dict) -> dict[str, float]:
     return metrics
 
 
+class NonFiniteLoss(FloatingPointError):
+    """Training diverged: continuing would only write NaN weights, so the stage fails instead."""
+
+
+def raise_if_diverged(logs: dict, step: int) -> None:
+    for key in ("loss", "eval_loss"):
+        value = logs.get(key)
+        if isinstance(value, (int, float)) and not math.isfinite(float(value)):
+            raise NonFiniteLoss(
+                f"{key} became {value} at step {step}; lower training.learning_rate, enable "
+                "training.max_grad_norm clipping or check the data for empty responses"
+            )
+
+
 class ContextCallback(TrainerCallback):
     """Reports metrics, marks checkpoints complete and stops the trainer when the context says so."""
 
@@ -53,6 +67,7 @@ class ContextCallback(TrainerCallback):
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        raise_if_diverged(logs or {}, state.global_step)
         metrics = numeric_metrics(logs or {})
         if not metrics:
             return control

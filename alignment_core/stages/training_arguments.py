@@ -73,6 +73,8 @@ def trainer_config(config_class: type, spec: JobSpec, context: StageContext, dev
         "seed": training.seed,
         "data_seed": training.seed,
         "logging_steps": training.logging_steps,
+        # The trainer hides NaN / inf losses from its logs by default; we want divergence to fail the job.
+        "logging_nan_inf_filter": False,
         "eval_strategy": "steps" if evaluate_during else "no",
         "eval_steps": training.eval_steps if evaluate_during else None,
         "save_strategy": "steps",
