@@ -32,6 +32,7 @@ from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.store import queue_pg
 from services.store.engine import SessionFactory, is_postgres
 from services.store.lifecycle import (
     InvalidTransition,
@@ -164,66 +165,28 @@ def enqueue_job(session: Session, job: NewJob) -> Job:
     return session.execute(select(Job).where(Job.id == job_id)).scalar_one()
 
 
-# Postgres: pick, lease and log in one statement (one round trip per batch). Rows another claimer holds
-# are skipped, never waited for.
-PG_CLAIM = text("""
-WITH candidates AS (
-    SELECT seq FROM jobs
-    WHERE status = 'queued' AND NOT blocked AND run_after <= :now
-    ORDER BY priority DESC, seq
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE jobs AS j
-    SET status = 'running', lease_owner = :worker, lease_expires_at = :expires, attempts = j.attempts + 1,
-        started_at = :now, updated_at = :now, cancel_requested = false
-    FROM candidates AS c WHERE j.seq = c.seq
-    RETURNING j.id, j.project_id, j.spec, j.attempts, j.max_attempts, j.lease_expires_at, j.seed, j.depends_on,
-              j.output_model, j.metadata AS metadata_, j.pipeline_id, j.priority, j.seq
-), logged AS (
-    INSERT INTO job_events (job_id, level, type, message, data, created_at)
-    SELECT id, 'info', 'message', 'Job started (attempt ' || attempts || ') on ' || :worker,
-           jsonb_build_object('attempt', attempts, 'worker_id', CAST(:worker AS text)), :now
-    FROM claimed
-)
-SELECT * FROM claimed
-""")
-
-PG_COMPLETE = text("""
-WITH done AS (
-    UPDATE jobs
-    SET status = 'succeeded', finished_at = :now, updated_at = :now, lease_owner = NULL, lease_expires_at = NULL,
-        fine_tuned_model = output_model
-    WHERE id = ANY(:ids) AND lease_owner = :worker AND status = 'running'
-    RETURNING id
-), logged AS (
-    INSERT INTO job_events (job_id, level, type, message, data, created_at)
-    SELECT id, 'info', 'message', 'The job has successfully completed', NULL, :now FROM done
-)
-SELECT id FROM done
-""")
-
-
 def claim_jobs(sessions: SessionFactory, worker_id: str, lease_seconds: float, limit: int = 1) -> list[ClaimedJob]:
     """Lease up to `limit` runnable jobs to `worker_id`, highest priority first, then oldest."""
+    if _on_postgres(sessions):
+        with queue_pg.autocommit_connection(sessions) as connection:
+            claimed = queue_pg.claim(connection, worker_id, lease_seconds, limit)
+        if not claimed:
+            with sessions.begin() as session:
+                # Safety net for a dependency that finished while its dependent was being inserted.
+                release_ready_dependents(session)
+            return []
+        if not any(_needs_lookups(row) for row in claimed):
+            return [_claimed_job(None, row) for row in claimed]
+        with sessions() as session:
+            return [_claimed_job(session, row) for row in claimed]
     with sessions.begin() as session:
         now = time.time()
-        if is_postgres(session):
-            claimed = session.execute(PG_CLAIM, {"now": now, "limit": limit, "worker": worker_id,
-                                                 "expires": now + lease_seconds}).all()
-            if not claimed:
-                release_ready_dependents(session)
-                return []
-            claimed = sorted(claimed, key=lambda row: (-row.priority, row.seq))
-            return [_claimed_job(session, row) for row in claimed]
         candidates = (
             select(Job.seq)
             .where(Job.status == "queued", Job.blocked.is_(False), Job.run_after <= now)
             .order_by(Job.priority.desc(), Job.seq)
             .limit(limit)
         )
-        if is_postgres(session):
-            candidates = candidates.with_for_update(skip_locked=True)
         claimed = session.execute(
             update(Job)
             .where(Job.seq.in_(candidates.scalar_subquery()))
@@ -250,10 +213,23 @@ def claim_next_job(sessions: SessionFactory, worker_id: str, lease_seconds: floa
     return jobs[0] if jobs else None
 
 
-def _claimed_job(session: Session, row: Any) -> ClaimedJob:
-    data = (row.spec or {}).get("data") or {}
-    file_ids = [name for name in [*data.get("train_files", []), *data.get("eval_files", [])]
-                if isinstance(name, str) and name.startswith("file-")]
+def _on_postgres(sessions: SessionFactory) -> bool:
+    return sessions.kw["bind"].dialect.name == "postgresql"
+
+
+def _input_file_ids(spec: dict[str, Any] | None) -> list[str]:
+    data = (spec or {}).get("data") or {}
+    return [name for name in [*data.get("train_files", []), *data.get("eval_files", [])]
+            if isinstance(name, str) and name.startswith("file-")]
+
+
+def _needs_lookups(row: Any) -> bool:
+    return bool(row.depends_on) or bool(_input_file_ids(row.spec))
+
+
+def _claimed_job(session: Session | None, row: Any) -> ClaimedJob:
+    """The claimed row plus its input files' storage keys and input models' paths (session only if needed)."""
+    file_ids = _input_file_ids(row.spec)
     input_files: dict[str, str] = {}
     if file_ids:
         input_files = dict(session.execute(select(File.id, File.storage_key).where(File.id.in_(file_ids))).all())
@@ -280,6 +256,12 @@ def _held(worker_id: str, job_id: str, attempt: int | None) -> list[Any]:
 def renew_lease(sessions: SessionFactory, job_id: str, worker_id: str, attempt: int | None = None,
                 lease_seconds: float = 30.0) -> LeaseFlags:
     """Extend the lease; returns the cancel / pause flags. Raises LeaseLost if the job is no longer ours."""
+    if _on_postgres(sessions):
+        with queue_pg.autocommit_connection(sessions) as connection:
+            row = queue_pg.renew(connection, job_id, worker_id, attempt, lease_seconds)
+        if row is None:
+            raise LeaseLost(job_id, worker_id, attempt)
+        return LeaseFlags(cancel_requested=bool(row.cancel_requested), pause_requested=bool(row.pause_requested))
     with sessions.begin() as session:
         row = session.execute(
             update(Job).where(*_held(worker_id, job_id, attempt))
@@ -294,12 +276,11 @@ def renew_lease(sessions: SessionFactory, job_id: str, worker_id: str, attempt: 
 
 def complete_jobs(sessions: SessionFactory, job_ids: list[str], worker_id: str) -> list[str]:
     """Mark several held jobs succeeded in one transaction (no outputs); returns those that were held."""
+    if _on_postgres(sessions):
+        with queue_pg.autocommit_connection(sessions) as connection:
+            return queue_pg.complete_many(connection, job_ids, worker_id)
     with sessions.begin() as session:
         now = time.time()
-        if is_postgres(session):
-            done = session.execute(PG_COMPLETE, {"now": now, "ids": list(job_ids), "worker": worker_id}).scalars().all()
-            release_ready_dependents(session, done)
-            return list(done)
         done = session.execute(
             update(Job).where(Job.id.in_(job_ids), Job.lease_owner == worker_id, Job.status == "running")
             .values(status="succeeded", finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None,
@@ -317,6 +298,14 @@ def complete_job(sessions: SessionFactory, job_id: str, worker_id: str, *, resul
                  attempt: int | None = None, model_path: str | None = None, model_kind: str = "policy",
                  package_versions: dict[str, Any] | None = None) -> str:
     """Mark the held job succeeded; returns its fine_tuned_model. Raises LeaseLost if not held."""
+    if _on_postgres(sessions):
+        with queue_pg.autocommit_connection(sessions) as connection:
+            model_id = queue_pg.complete(connection, job_id, worker_id, attempt, {
+                "result": result, "trained_tokens": trained_tokens, "fine_tuned_model": fine_tuned_model,
+                "package_versions": package_versions, "model_path": model_path, "model_kind": model_kind})
+        if model_id is None:
+            raise LeaseLost(job_id, worker_id, attempt)
+        return model_id
     with sessions.begin() as session:
         now = time.time()
         values: dict[str, Any] = {"status": "succeeded", "finished_at": now, "updated_at": now, "lease_owner": None,
@@ -346,6 +335,13 @@ def fail_job(sessions: SessionFactory, job_id: str, worker_id: str, error: dict[
     """Record a failed attempt: requeue with exponential backoff if retryable and attempts remain, else fail."""
     if isinstance(error, str):
         error = error_object("job_failed", error)
+    if _on_postgres(sessions):
+        with queue_pg.autocommit_connection(sessions) as connection:
+            status = queue_pg.fail(connection, job_id, worker_id, attempt, error, retryable, backoff_base_s,
+                                   RETRY_BACKOFF_MAX_S)
+        if status is None:
+            raise LeaseLost(job_id, worker_id, attempt)
+        return status
     with sessions.begin() as session:
         held = select(Job).where(*_held(worker_id, job_id, attempt)).with_for_update()
         job = session.execute(held).scalar_one_or_none()
