@@ -1,7 +1,10 @@
 """No-op jobs enqueue -> claim -> complete on Postgres: alignd's queue vs procrastinate, same run, same machine.
 
-Usage: .venv/bin/python bench/queue/queue_throughput.py [--jobs 5000] [--batch 100]
+Usage: .venv/bin/python bench/queue/queue_throughput.py [--jobs 2000] [--batch 100] [--threads 10] [--rounds 2]
 Each system gets its own fresh database and one worker process; times cover enqueue through the last completion.
+alignd runs three ways: batched claims (`claim_jobs(limit=batch)` + `complete_jobs`), one job per call in one
+thread, and one job per call in `--threads` threads of one process (the shape of procrastinate's worker with
+`concurrency`). Rounds alternate the systems so a change in machine load hits all of them; the median is kept.
 """
 
 from __future__ import annotations
@@ -9,7 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
+import statistics
+import subprocess
+import threading
 import time
 from contextlib import contextmanager
 
@@ -35,33 +42,45 @@ def fresh_database(prefix: str):
             connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def run_alignd(jobs: int, batch: int) -> float:
-    """Jobs per second through alignd's queue, claiming `batch` jobs per transaction."""
+def run_alignd(jobs: int, batch: int, threads: int = 1) -> float:
+    """Jobs per second through alignd's queue: `batch` jobs per claim, or one per claim in `threads` threads."""
     with fresh_database("alignd_bench") as name:
         url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
         upgrade_database(url)
-        engine = make_engine(url)
+        engine = make_engine(url, pool_size=max(threads, 2))
         sessions = make_session_factory(engine)
         with sessions.begin() as session:
             project_id = ensure_project(session, "default").id
+        done = [0] * threads
+
+        def work(index: int) -> None:
+            worker = f"bench-worker-{index}"
+            while True:
+                if batch == 1:
+                    job = queue.claim_next_job(sessions, worker, lease_seconds=60)
+                    if job is None:
+                        return
+                    queue.complete_job(sessions, job.id, worker, attempt=job.attempt)
+                    done[index] += 1
+                    continue
+                claimed = queue.claim_jobs(sessions, worker, lease_seconds=60, limit=batch)
+                if not claimed:
+                    return
+                done[index] += len(queue.complete_jobs(sessions, [job.id for job in claimed], worker))
+
         started = time.perf_counter()
         for offset in range(0, jobs, 1000):
             with sessions.begin() as session:
                 queue.enqueue_jobs(session, [queue.NewJob(project_id=project_id, spec={"noop": True}, method="noop",
                                                           model="none") for _ in range(min(1000, jobs - offset))])
-        done = 0
-        while True:
-            claimed = queue.claim_jobs(sessions, "bench-worker", lease_seconds=60, limit=batch)
-            if not claimed:
-                break
-            if batch == 1:
-                queue.complete_job(sessions, claimed[0].id, "bench-worker")
-            else:
-                queue.complete_jobs(sessions, [job.id for job in claimed], "bench-worker")
-            done += len(claimed)
+        workers = [threading.Thread(target=work, args=(index,)) for index in range(threads)]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
         elapsed = time.perf_counter() - started
         engine.dispose()
-        assert done == jobs, (done, jobs)
+        assert sum(done) == jobs, (done, jobs)
         return jobs / elapsed
 
 
@@ -95,23 +114,38 @@ def run_procrastinate(jobs: int, concurrency: int) -> float:
         return asyncio.run(main())
 
 
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=10, help="alignd one-job-per-call worker threads")
     parser.add_argument("--concurrency", type=int, default=10, help="procrastinate worker concurrency")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    results = {
-        "jobs": args.jobs,
-        f"alignd_batch{args.batch}_jobs_per_s": run_alignd(args.jobs, args.batch),
-        "alignd_batch1_jobs_per_s": run_alignd(min(args.jobs, 2000), 1),
-        f"procrastinate_c{args.concurrency}_jobs_per_s": run_procrastinate(args.jobs, args.concurrency),
+    cases = {
+        f"alignd_batch{args.batch}": lambda: run_alignd(args.jobs, args.batch),
+        "alignd_single_1thread": lambda: run_alignd(args.jobs, 1),
+        f"alignd_single_{args.threads}threads": lambda: run_alignd(args.jobs, 1, threads=args.threads),
+        f"procrastinate_c{args.concurrency}": lambda: run_procrastinate(args.jobs, args.concurrency),
     }
-    results["ratio_batch_vs_procrastinate"] = (results[f"alignd_batch{args.batch}_jobs_per_s"]
-                                               / results[f"procrastinate_c{args.concurrency}_jobs_per_s"])
-    results["ratio_batch1_vs_procrastinate"] = (results["alignd_batch1_jobs_per_s"]
-                                                / results[f"procrastinate_c{args.concurrency}_jobs_per_s"])
-    print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in results.items()}, indent=2))
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    loads = [load_average()]
+    for _ in range(args.rounds):
+        for name, case in cases.items():
+            samples[name].append(round(case(), 1))
+            loads.append(load_average())
+    rates = {name: statistics.median(values) for name, values in samples.items()}
+    procrastinate_rate = rates[f"procrastinate_c{args.concurrency}"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(json.dumps({
+        "jobs": args.jobs, "commit": commit, "load_average_1min": loads,
+        "jobs_per_s_median": rates, "samples": samples,
+        "ratio_vs_procrastinate": {name: round(rate / procrastinate_rate, 2) for name, rate in rates.items()},
+    }, indent=2))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,11 @@ def make_engine(url: str, **kwargs) -> Engine:
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_recycle", 1800)
+    # No pre-ping: it costs a round trip per checkout, which on a busy machine is a scheduler wait as long as
+    # the statement itself. A connection the server dropped fails once; SQLAlchemy then invalidates every
+    # older pooled connection, and the queue's one-statement operations retry once (see queue_pg).
+    kwargs.setdefault("pool_pre_ping", False)
     return create_engine(url, **kwargs)
 
 

@@ -168,8 +168,7 @@ def enqueue_job(session: Session, job: NewJob) -> Job:
 def claim_jobs(sessions: SessionFactory, worker_id: str, lease_seconds: float, limit: int = 1) -> list[ClaimedJob]:
     """Lease up to `limit` runnable jobs to `worker_id`, highest priority first, then oldest."""
     if _on_postgres(sessions):
-        with queue_pg.autocommit_connection(sessions) as connection:
-            claimed = queue_pg.claim(connection, worker_id, lease_seconds, limit)
+        claimed = queue_pg.execute_once(sessions, lambda c: queue_pg.claim(c, worker_id, lease_seconds, limit))
         if not claimed:
             with sessions.begin() as session:
                 # Safety net for a dependency that finished while its dependent was being inserted.
@@ -257,8 +256,7 @@ def renew_lease(sessions: SessionFactory, job_id: str, worker_id: str, attempt: 
                 lease_seconds: float = 30.0) -> LeaseFlags:
     """Extend the lease; returns the cancel / pause flags. Raises LeaseLost if the job is no longer ours."""
     if _on_postgres(sessions):
-        with queue_pg.autocommit_connection(sessions) as connection:
-            row = queue_pg.renew(connection, job_id, worker_id, attempt, lease_seconds)
+        row = queue_pg.execute_once(sessions, lambda c: queue_pg.renew(c, job_id, worker_id, attempt, lease_seconds))
         if row is None:
             raise LeaseLost(job_id, worker_id, attempt)
         return LeaseFlags(cancel_requested=bool(row.cancel_requested), pause_requested=bool(row.pause_requested))
@@ -277,8 +275,7 @@ def renew_lease(sessions: SessionFactory, job_id: str, worker_id: str, attempt: 
 def complete_jobs(sessions: SessionFactory, job_ids: list[str], worker_id: str) -> list[str]:
     """Mark several held jobs succeeded in one transaction (no outputs); returns those that were held."""
     if _on_postgres(sessions):
-        with queue_pg.autocommit_connection(sessions) as connection:
-            return queue_pg.complete_many(connection, job_ids, worker_id)
+        return queue_pg.execute_once(sessions, lambda c: queue_pg.complete_many(c, job_ids, worker_id))
     with sessions.begin() as session:
         now = time.time()
         done = session.execute(
@@ -299,10 +296,9 @@ def complete_job(sessions: SessionFactory, job_id: str, worker_id: str, *, resul
                  package_versions: dict[str, Any] | None = None) -> str:
     """Mark the held job succeeded; returns its fine_tuned_model. Raises LeaseLost if not held."""
     if _on_postgres(sessions):
-        with queue_pg.autocommit_connection(sessions) as connection:
-            model_id = queue_pg.complete(connection, job_id, worker_id, attempt, {
-                "result": result, "trained_tokens": trained_tokens, "fine_tuned_model": fine_tuned_model,
-                "package_versions": package_versions, "model_path": model_path, "model_kind": model_kind})
+        values = {"result": result, "trained_tokens": trained_tokens, "fine_tuned_model": fine_tuned_model,
+                  "package_versions": package_versions, "model_path": model_path, "model_kind": model_kind}
+        model_id = queue_pg.execute_once(sessions, lambda c: queue_pg.complete(c, job_id, worker_id, attempt, values))
         if model_id is None:
             raise LeaseLost(job_id, worker_id, attempt)
         return model_id
@@ -336,9 +332,9 @@ def fail_job(sessions: SessionFactory, job_id: str, worker_id: str, error: dict[
     if isinstance(error, str):
         error = error_object("job_failed", error)
     if _on_postgres(sessions):
-        with queue_pg.autocommit_connection(sessions) as connection:
-            status = queue_pg.fail(connection, job_id, worker_id, attempt, error, retryable, backoff_base_s,
-                                   RETRY_BACKOFF_MAX_S)
+        status = queue_pg.execute_once(sessions, lambda c: queue_pg.fail(c, job_id, worker_id, attempt, error,
+                                                                         retryable, backoff_base_s,
+                                                                         RETRY_BACKOFF_MAX_S))
         if status is None:
             raise LeaseLost(job_id, worker_id, attempt)
         return status

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy.exc import DBAPIError
 
 from services.store.engine import SessionFactory
 from services.store.models import Job
 
+T = TypeVar("T")
 _JSON = Job.__table__.c.result.type
 _WAITING = "('validating_files', 'queued', 'paused')"
 _autocommit_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
@@ -28,12 +30,33 @@ _autocommit_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKey
 @contextmanager
 def autocommit_connection(sessions: SessionFactory) -> Iterator[Connection]:
     """A pooled connection in autocommit mode from the engine behind `sessions`."""
+    with _autocommit_engine(sessions).connect() as connection:
+        yield connection
+
+
+def _autocommit_engine(sessions: SessionFactory) -> Engine:
     engine: Engine = sessions.kw["bind"]
     autocommit = _autocommit_engines.get(engine)
     if autocommit is None:  # shares the pool; only the isolation level of checked-out connections differs
         autocommit = _autocommit_engines[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
-    with autocommit.connect() as connection:
-        yield connection
+    return autocommit
+
+
+def execute_once(sessions: SessionFactory, operation: Callable[[Connection], T]) -> T:
+    """Run a one-statement operation; retried once on a fresh connection if the pooled one was dropped.
+
+    The pool does not ping connections, so the first use after a server restart fails with a disconnect. A
+    statement whose connection broke before it committed had no effect; one that committed and lost only its
+    answer leaves a lease that expires (claim, renew) or a finished job the retry reports as ``LeaseLost``.
+    """
+    try:
+        with autocommit_connection(sessions) as connection:
+            return operation(connection)
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    with autocommit_connection(sessions) as connection:
+        return operation(connection)
 
 
 CLAIM = text("""
