@@ -57,10 +57,19 @@ def resolve_device(distribution: DistributionSpec | None = None) -> torch.device
     return torch.device("cpu")
 
 
-def resolve_dtype(model: ModelSpec, device: torch.device | str | None = None) -> torch.dtype:
-    """The weight dtype: as named, or for 'auto' bfloat16 on a CUDA device that supports it, else float32."""
+def resolve_dtype(
+    model: ModelSpec, device: torch.device | str | None = None, trainable: bool = False
+) -> torch.dtype:
+    """The weight dtype: as named; for 'auto', bfloat16 on a bf16 GPU unless every weight trains.
+
+    Weights that train stay float32 (the trainer autocasts to bf16): in bf16 an AdamW step of lr 2e-5 on
+    a weight of 0.02 is below half a unit in the last place and rounds away (measured on H100, see
+    docs/benchmarks.md). A frozen base under LoRA / QLoRA, a reference or a reward model is bf16.
+    """
     if model.dtype != "auto":
         return getattr(torch, model.dtype)
+    if trainable and model.lora is None:
+        return torch.float32
     device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return torch.bfloat16
@@ -128,7 +137,7 @@ def load_sequence_scorer(
 
 def _load(spec: ModelSpec, kind: ModelKind, device: Any, trainable: bool, seed: int | None) -> Any:
     device = torch.device(device) if device is not None else resolve_device()
-    dtype = resolve_dtype(spec, device)
+    dtype = resolve_dtype(spec, device, trainable=trainable)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if spec.attn_implementation is not None:
         kwargs["attn_implementation"] = spec.attn_implementation

@@ -72,6 +72,8 @@ def test_device_and_dtype_resolution():
         assert resolve_device(DistributionSpec(gpus_per_worker=1)) == torch.device("cpu")
     assert resolve_dtype(ModelSpec(name_or_path="x"), torch.device("cpu")) == torch.float32
     assert resolve_dtype(ModelSpec(name_or_path="x", dtype="bfloat16"), "cpu") == torch.bfloat16
+    # Weights that all train stay fp32 even on a bf16 GPU: bf16 would round small AdamW updates away.
+    assert resolve_dtype(ModelSpec(name_or_path="x"), "cuda", trainable=True) == torch.float32
 
 
 def test_tokenizer_without_pad_or_template_gets_defaults(tiny_model_dir, tmp_path):
