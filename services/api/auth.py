@@ -28,11 +28,27 @@ _KEY_CACHE: dict[str, tuple[Project, float]] = {}
 KEY_CACHE_TTL_S = 30.0
 
 
-def authenticate(request: Request, session: Session, admin_key: str | None) -> tuple[Project, bool]:
-    """The caller's project and whether the caller holds the admin key; 401 for a missing or bad key."""
+def _cache_key(database: object, key: str) -> str:
+    return f"{id(database)}:{hash_key(key)}"
+
+
+def cached_caller(request: Request, database: object, admin_key: str | None) -> tuple[Project, bool] | None:
+    """The caller from the key cache without touching the database (None on a miss); 401 for a missing key."""
+    key = bearer_key(request)
+    cached = _KEY_CACHE.get(_cache_key(database, key))
+    if cached is None or time.monotonic() - cached[1] >= KEY_CACHE_TTL_S:
+        return None
+    return cached[0], bool(admin_key) and hmac.compare_digest(key.encode(), admin_key.encode())
+
+
+def authenticate(request: Request, session: Session, admin_key: str | None,
+                 database: object | None = None) -> tuple[Project, bool]:
+    """The caller's project and whether the caller holds the admin key; 401 for a missing or bad key.
+
+    `database` names the cache's scope (the engine); it defaults to the session's bind."""
     key = bearer_key(request)
     is_admin = bool(admin_key) and hmac.compare_digest(key.encode(), admin_key.encode())
-    cache_key = f"{id(session.get_bind())}:{hash_key(key)}"
+    cache_key = _cache_key(database if database is not None else session.get_bind(), key)
     cached = _KEY_CACHE.get(cache_key)
     if cached is not None and time.monotonic() - cached[1] < KEY_CACHE_TTL_S:
         return cached[0], is_admin

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from services.api.auth import authenticate
+from services.api.auth import authenticate, cached_caller
 from services.api.errors import ApiError
 from services.settings import Settings
 from services.store.blobs import BlobStore
@@ -24,18 +25,34 @@ class AppContext:
     engine: Engine
     sessions: SessionFactory
     blobs: BlobStore
+    read_sessions: SessionFactory | None = None  # autocommit sessions for GET requests (Postgres)
 
 
-def get_context(request: Request) -> AppContext:
+# Dependencies that do no blocking I/O are `async def`: FastAPI runs a plain `def` dependency in the thread
+# pool, and each hop there costs a thread switch and a turn at the GIL on every request.
+async def get_context(request: Request) -> AppContext:
     return request.app.state.alignd
 
 
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
-def get_session(context: ContextDep) -> Iterator[Session]:
-    with context.sessions() as session:
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+async def get_session(request: Request, context: ContextDep) -> AsyncIterator[Session]:
+    """The request's session (opening one does no I/O). GETs on Postgres run in autocommit: under READ COMMITTED
+    every statement takes its own snapshot anyway, and a read costs one round trip instead of BEGIN, query and
+    ROLLBACK."""
+    factory = context.read_sessions if request.method in READ_METHODS and context.read_sessions else context.sessions
+    session = factory()
+    try:
         yield session
+    finally:
+        if session.in_transaction():  # a rollback is a round trip: not on the event loop
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -47,22 +64,25 @@ class Caller:
     is_admin: bool
 
 
-def get_caller(request: Request, session: SessionDep, context: ContextDep) -> Caller:
-    project, is_admin = authenticate(request, session, context.settings.admin_key)
+async def get_caller(request: Request, session: SessionDep, context: ContextDep) -> Caller:
+    known = cached_caller(request, context.engine, context.settings.admin_key)
+    if known is None:  # a key not seen within the cache's TTL: look it up off the event loop
+        known = await run_in_threadpool(authenticate, request, session, context.settings.admin_key, context.engine)
+    project, is_admin = known
     return Caller(project=project, is_admin=is_admin)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def get_current_project(caller: CallerDep) -> Project:
+async def get_current_project(caller: CallerDep) -> Project:
     return caller.project
 
 
 CurrentProject = Annotated[Project, Depends(get_current_project)]
 
 
-def require_admin(caller: CallerDep) -> Caller:
+async def require_admin(caller: CallerDep) -> Caller:
     if not caller.is_admin:
         raise ApiError(403, "Only the admin key may manage projects and keys", code="admin_required")
     return caller

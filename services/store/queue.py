@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, text, update
+from sqlalchemy import Engine, func, insert, literal, null, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,7 +43,16 @@ from services.store.lifecycle import (
     fail_dependents,
     release_ready_dependents,
 )
-from services.store.models import Checkpoint, File, Job, JobDependency, JobMetric, RegisteredModel, new_id
+from services.store.models import (
+    Checkpoint,
+    File,
+    Job,
+    JobDependency,
+    JobEvent,
+    JobMetric,
+    RegisteredModel,
+    new_id,
+)
 
 NOTIFY_CHANNEL = "alignd_jobs"
 RETRY_BACKOFF_BASE_S = 5.0
@@ -121,8 +130,8 @@ class CheckpointInfo:
     created_at: float
 
 
-def enqueue_jobs(session: Session, jobs: list[NewJob]) -> list[str]:
-    """Insert jobs (queued, or blocked on unfinished inputs) in the caller's transaction; returns ids."""
+def _job_rows(session: Session, jobs: list[NewJob]) -> tuple[list[dict], list[dict], list[dict]]:
+    """Rows for jobs, their dependency edges and their creation events; checks the inputs exist and can succeed."""
     now = time.time()
     input_ids = {dep for job in jobs for dep in job.depends_on}
     new_ids = [job.id or new_id("ftjob") for job in jobs]
@@ -149,6 +158,12 @@ def enqueue_jobs(session: Session, jobs: list[NewJob]) -> list[str]:
         edges.extend({"job_id": job_id, "depends_on_job_id": dep} for dep in job.depends_on)
         waiting = f"; waiting for {', '.join(job.depends_on)}" if blocked else ""
         events.append({"job_id": job_id, "message": f"Created fine-tuning job: {job_id}; queued{waiting}"})
+    return rows, edges, events
+
+
+def enqueue_jobs(session: Session, jobs: list[NewJob]) -> list[str]:
+    """Insert jobs (queued, or blocked on unfinished inputs) in the caller's transaction; returns ids."""
+    rows, edges, events = _job_rows(session, jobs)
     connection = session.connection()
     connection.execute(insert(Job.__table__), rows)
     if edges:
@@ -156,13 +171,27 @@ def enqueue_jobs(session: Session, jobs: list[NewJob]) -> list[str]:
     add_events(session, events)
     if is_postgres(session):
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
-    return new_ids
+    return [row["id"] for row in rows]
 
 
 def enqueue_job(session: Session, job: NewJob) -> Job:
-    """Insert one job in the caller's transaction and return it."""
-    (job_id,) = enqueue_jobs(session, [job])
-    return session.execute(select(Job).where(Job.id == job_id)).scalar_one()
+    """Insert one job in the caller's transaction and return it (detached: read its attributes only)."""
+    if job.depends_on or not is_postgres(session):
+        (job_id,) = enqueue_jobs(session, [job])
+        return session.execute(select(Job).where(Job.id == job_id)).scalar_one()
+    (row,), _, (event,) = _job_rows(session, [job])
+    # One statement on Postgres: the job, its creation event and the wake-up notice, the row read back.
+    jobs_table, events_table = Job.__table__, JobEvent.__table__
+    new_job = insert(jobs_table).values(row).returning(*jobs_table.c).cte("new_job")
+    logged = insert(events_table).from_select(
+        ["job_id", "level", "type", "message", "data", "created_at"],
+        select(new_job.c.id, literal("info"), literal("message"), literal(event["message"]),
+               null(), new_job.c.created_at),
+    ).cte("logged")
+    created = session.execute(
+        select(new_job, func.pg_notify(NOTIFY_CHANNEL, "")).add_cte(logged)
+    ).one()._mapping
+    return Job(**{attribute.key: created[attribute.columns[0].name] for attribute in Job.__mapper__.column_attrs})
 
 
 def claim_jobs(sessions: SessionFactory, worker_id: str, lease_seconds: float, limit: int = 1) -> list[ClaimedJob]:
