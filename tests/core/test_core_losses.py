@@ -58,6 +58,14 @@ def test_sequence_log_probs_hand_computed():
     assert sequence_log_probs(logits, labels, mask).item() == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.fixture(scope="module")
+def reference_model_dir(tmp_path_factory):
+    """A second tiny model (other seed) as DPO reference, built once for all loss variants."""
+    from alignment_core.modeling.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("dpo-reference"), seed=7)
+
+
 def _tokenized_pairs(tokenizer):
     from alignment_core.data.tokenization import tokenize_preference_row
     from alignment_core.specs import DataSpec
@@ -76,17 +84,16 @@ def _tokenized_pairs(tokenizer):
 
 @pytest.mark.parametrize(("loss_type", "smoothing"), [("sigmoid", 0.0), ("sigmoid", 0.2), ("hinge", 0.0),
                                                       ("ipo", 0.0)])
-def test_dpo_loss_matches_trl_dpo_trainer(tiny_model_dir, tmp_path, loss_type, smoothing):
+def test_dpo_loss_matches_trl_dpo_trainer(tiny_model_dir, reference_model_dir, tmp_path, loss_type, smoothing):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig
 
-    from alignment_core.modeling.tiny import make_tiny_model
     from alignment_core.specs import DpoMethod
     from alignment_core.stages.dpo import loss_arguments, pretokenized_dpo_trainer_class
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    reference = AutoModelForCausalLM.from_pretrained(make_tiny_model(tmp_path / "ref", seed=7)).eval()
+    reference = AutoModelForCausalLM.from_pretrained(reference_model_dir).eval()
     rows = _tokenized_pairs(tokenizer)
     for row in rows:
         row.pop("margin")
