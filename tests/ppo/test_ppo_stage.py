@@ -80,23 +80,30 @@ def test_ppo_with_checker_reward_improves_the_sft_policy(
 def test_ppo_with_trained_reward_model_improves_the_sft_policy(
     sft_model_dir: Path, reward_model_dir: Path, demo_data: dict[str, Path], tmp_path: Path
 ) -> None:
-    # A learned reward model is hackable off its data (it rates "a a a a ..." above many near-misses): a
-    # gentler step and a stronger KL keep the policy where the model's judgement holds. With the checker's
-    # settings (lr 3e-4, kl 0.05) its reward rose while held-out rule satisfaction fell 0.50 -> 0.40.
+    # The demo preference data rejects degenerate output (one letter repeated, endless answers) beside
+    # near-misses, so the reward model must rank a right answer above what an RL policy drifts into.
+    from alignment_core.rewards.local_model import LocalModelRewardClient
+
+    judge = LocalModelRewardClient.from_path(str(reward_model_dir), "cpu")
+    prompt = "Sort the letters: c a b d"
+    answers = ["a b c d", "a a a a a a a a a a a a a a", "a b c d a b c d a b c d", "c"]
+    right, *degenerate = judge.score([prompt] * len(answers), answers)
+    assert right > max(degenerate), (right, degenerate)
+
+    # A learned reward model is still hackable off its data (it overrates some answers with an extra letter):
+    # a gentle step and a firm KL keep the policy where its judgement holds. Measured with lr 3e-4 and
+    # kl 0.05 over 48 updates: its reward rose -2.1 -> -0.1 while rule satisfaction fell 0.50 -> 0.15.
     spec = ppo_spec(sft_model_dir, demo_data["prompts"], {"type": "model", "model": str(reward_model_dir)},
-                    method={"kl_coef": 0.1}, training={"learning_rate": 1e-4})
+                    method={"kl_coef": 0.1}, training={"learning_rate": 1e-4, "max_steps": 48})
     context = LocalContext(tmp_path)
     result = run_stage(spec, context)
-    assert result.status == "completed"
-    # Judge the reward model's policy by the checker too: the RM's own score could be hacked.
-    from alignment_core.demo.task import reward_function
-
+    assert result.status == "completed" and result.steps == 48
+    # Judge the reward model's policy by the checker: the reward model's own score could be hacked.
     prompts = held_out_prompts(demo_data)
     before, after = rule_satisfaction_of(sft_model_dir, prompts), rule_satisfaction_of(result.model_dir, prompts)
-    # Measured: RM reward -2.05 -> -0.81, rule satisfaction 0.495 -> 0.510 on 200 held-out prompts. The gain
-    # is within noise, so this only guards against a regression (reward hacking); see the checker test.
-    assert_learned(context.history, before, after, min_gain=0.0)
-    assert reward_function(["Sort the letters: b a"], ["a b"]) == [1.0]
+    # Measured: RM reward -2.12 (first 4 updates) -> -1.43 (last 8), rule satisfaction 0.495 -> 0.550 on 200
+    # held-out prompts, max KL 0.91 nats.
+    assert_learned(context.history, before, after, min_gain=0.03)
 
 
 def test_resume_matches_an_uninterrupted_run(sft_model_dir: Path, demo_data: dict[str, Path], tmp_path: Path) -> None:
