@@ -20,6 +20,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 ADMIN_KEY_FILE = "admin_key"
+EMBEDDED_POLL_INTERVAL_S = 0.25
 
 
 def admin_key_for(home: Path) -> str:
@@ -79,8 +80,10 @@ class EmbeddedAlignd:
 
         self._owns_ray = not ray.is_initialized()  # a caller's Ray (tests, notebooks) is left running
         connect_ray(settings.ray_address, num_cpus=os.cpu_count())
+        # SQLite has no LISTEN/NOTIFY: poll often (one cheap local query) so a POSTed job starts promptly.
         self.dispatcher = Dispatcher(context.sessions, settings.resolved_storage_uri,
-                                     lease_seconds=self.lease_seconds, engine=context.engine)
+                                     lease_seconds=self.lease_seconds, engine=context.engine,
+                                     poll_interval_s=EMBEDDED_POLL_INTERVAL_S)
         self._server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, log_level="warning"))
         self._spawn("api", self._server.run)
         self._spawn("dispatcher", lambda: self.dispatcher.run(self._stop))
