@@ -26,9 +26,10 @@ def create_app(settings: Settings | None = None, migrate: bool = True) -> FastAP
     database_url = settings.resolved_database_url
     if migrate:
         upgrade_database(database_url)
-    # As many pooled connections as handler threads, so a burst never opens and closes overflow connections.
+    # Enough pooled connections for every handler thread and then some: a request keeps its connection until
+    # its response is sent, and responses that FastAPI serializes wait for a handler thread first.
     engine = make_engine(database_url, **({} if engine_is_sqlite(database_url) else {
-        "pool_size": HANDLER_THREADS, "max_overflow": HANDLER_THREADS}))
+        "pool_size": 2 * HANDLER_THREADS, "max_overflow": 6 * HANDLER_THREADS}))
     sessions = make_session_factory(engine)
     read_sessions = None if engine_is_sqlite(database_url) else make_session_factory(
         engine.execution_options(isolation_level="AUTOCOMMIT"))

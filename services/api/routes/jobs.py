@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,6 +29,12 @@ from services.store.queue import DependencyFailed, enqueue_job
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning jobs"])
 
 
+def _json(model: BaseModel) -> Response:
+    """The response, serialized here in the handler's thread. A returned model would be validated and serialized
+    again by FastAPI on a second trip through the thread pool, with the request's DB connection still held."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
 def _job_or_404(session: Session, project_id: str, job_id: str) -> Job:
     job = job_store.get_job(session, project_id, job_id)
     if job is None:
@@ -44,12 +51,12 @@ def _replay(existing: Job, digest: str) -> JobPublic:
 
 @router.post("", response_model=JobPublic)
 def create_job(body: JobCreate, session: SessionDep, project: CurrentProject,
-               idempotency_key: Annotated[str | None, Header(max_length=300)] = None) -> JobPublic:
+               idempotency_key: Annotated[str | None, Header(max_length=300)] = None) -> Response:
     digest = body_hash(body.model_dump(mode="json", exclude_unset=True)) if idempotency_key else None
     if idempotency_key:
         existing = job_store.get_job_by_idempotency_key(session, project.id, idempotency_key)
         if existing is not None:
-            return _replay(existing, digest)
+            return _json(_replay(existing, digest))
     new_job = build_new_job(session, project, body, new_id("ftjob"))
     new_job.idempotency_key, new_job.idempotency_hash = idempotency_key, digest
     try:
@@ -64,8 +71,8 @@ def create_job(body: JobCreate, session: SessionDep, project: CurrentProject,
             else None
         if existing is None:
             raise
-        return _replay(existing, digest)
-    return JobPublic.from_row(job)
+        return _json(_replay(existing, digest))
+    return _json(JobPublic.from_row(job))
 
 
 def _metadata_filter(request: Request, raw: str | None) -> dict[str, str] | None:
@@ -86,17 +93,17 @@ def _metadata_filter(request: Request, raw: str | None) -> dict[str, str] | None
 @router.get("", response_model=ListPublic)
 def list_jobs(request: Request, session: SessionDep, project: CurrentProject, after: str | None = None,
               limit: int = Query(20, ge=1, le=1000), status: str | None = None,
-              metadata: str | None = Query(None, description='JSON object, e.g. {"team":"nlp"}')) -> ListPublic:
+              metadata: str | None = Query(None, description='JSON object, e.g. {"team":"nlp"}')) -> Response:
     if status is not None and status not in JOB_STATUSES:
         raise bad_request(f"status must be one of {list(JOB_STATUSES)}", "status")
     rows, has_more = job_store.list_jobs(session, project.id, after=after, limit=limit, status=status,
                                          metadata=_metadata_filter(request, metadata))
-    return ListPublic(data=[JobPublic.from_row(row) for row in rows], has_more=has_more)
+    return _json(ListPublic(data=[JobPublic.from_row(row) for row in rows], has_more=has_more))
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def retrieve_job(job_id: str, session: SessionDep, project: CurrentProject) -> JobPublic:
-    return JobPublic.from_row(_job_or_404(session, project.id, job_id))
+def retrieve_job(job_id: str, session: SessionDep, project: CurrentProject) -> Response:
+    return _json(JobPublic.from_row(_job_or_404(session, project.id, job_id)))
 
 
 def _transition(session: Session, project_id: str, job_id: str, change) -> JobPublic:
@@ -110,18 +117,18 @@ def _transition(session: Session, project_id: str, job_id: str, change) -> JobPu
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: str, session: SessionDep, project: CurrentProject) -> JobPublic:
-    return _transition(session, project.id, job_id, job_store.request_cancel)
+def cancel_job(job_id: str, session: SessionDep, project: CurrentProject) -> Response:
+    return _json(_transition(session, project.id, job_id, job_store.request_cancel))
 
 
 @router.post("/{job_id}/pause", response_model=JobPublic)
-def pause_job(job_id: str, session: SessionDep, project: CurrentProject) -> JobPublic:
-    return _transition(session, project.id, job_id, job_store.request_pause)
+def pause_job(job_id: str, session: SessionDep, project: CurrentProject) -> Response:
+    return _json(_transition(session, project.id, job_id, job_store.request_pause))
 
 
 @router.post("/{job_id}/resume", response_model=JobPublic)
-def resume_job(job_id: str, session: SessionDep, project: CurrentProject) -> JobPublic:
-    return _transition(session, project.id, job_id, job_store.resume_job)
+def resume_job(job_id: str, session: SessionDep, project: CurrentProject) -> Response:
+    return _json(_transition(session, project.id, job_id, job_store.resume_job))
 
 
 def _cursor(value: str | None, prefix: str, param: str = "after") -> int | None:
@@ -135,24 +142,24 @@ def _cursor(value: str | None, prefix: str, param: str = "after") -> int | None:
 
 @router.get("/{job_id}/events", response_model=ListPublic)
 def list_job_events(job_id: str, session: SessionDep, project: CurrentProject, after: str | None = None,
-                    limit: int = Query(20, ge=1, le=1000)) -> ListPublic:
+                    limit: int = Query(20, ge=1, le=1000)) -> Response:
     _job_or_404(session, project.id, job_id)
     rows, has_more = job_store.list_events(session, job_id, after=_cursor(after, "ftevent-"), limit=limit)
-    return ListPublic(data=[JobEventPublic.from_row(row) for row in rows], has_more=has_more)
+    return _json(ListPublic(data=[JobEventPublic.from_row(row) for row in rows], has_more=has_more))
 
 
 @router.get("/{job_id}/checkpoints", response_model=ListPublic)
 def list_job_checkpoints(job_id: str, session: SessionDep, project: CurrentProject, after: str | None = None,
-                         limit: int = Query(10, ge=1, le=1000)) -> ListPublic:
+                         limit: int = Query(10, ge=1, le=1000)) -> Response:
     job = _job_or_404(session, project.id, job_id)
     rows, has_more = job_store.list_checkpoints(session, job_id, after=_cursor(after, "ftckpt-"), limit=limit)
-    return ListPublic(data=[CheckpointPublic.from_row(row, job) for row in rows], has_more=has_more)
+    return _json(ListPublic(data=[CheckpointPublic.from_row(row, job) for row in rows], has_more=has_more))
 
 
 @router.get("/{job_id}/metrics", response_model=ListPublic)
 def list_job_metrics(job_id: str, session: SessionDep, project: CurrentProject,
                      after_step: int | None = Query(None, ge=-1),
-                     limit: int = Query(100, ge=1, le=10000)) -> ListPublic:
+                     limit: int = Query(100, ge=1, le=10000)) -> Response:
     _job_or_404(session, project.id, job_id)
     rows, has_more = job_store.list_metrics(session, job_id, after_step=after_step, limit=limit)
-    return ListPublic(data=[MetricPublic.from_row(row) for row in rows], has_more=has_more)
+    return _json(ListPublic(data=[MetricPublic.from_row(row) for row in rows], has_more=has_more))
