@@ -6,6 +6,7 @@ the spec asks) under ``context.output_dir / "model"``, and describe it all in a 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,15 @@ def train_and_finish(trainer: Any, bridge: ContextCallback, spec: JobSpec, conte
                      tokenizer: Any, has_eval: bool) -> StageResult:
     """Run `trainer` (resuming from the context's newest checkpoint) and turn the outcome into a StageResult."""
     resume = context.resume_from()
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    if resume is not None and _finished_at(resume):
+        # The trainer would take one more step from a checkpoint at its last step (a crash between the
+        # final checkpoint and recording the outcome); load that state and go straight to finishing.
+        from transformers.trainer_callback import TrainerState
+
+        trainer._load_from_checkpoint(str(resume))
+        trainer.state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
+    else:
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     steps = int(trainer.state.global_step)
     trained_tokens = bridge.trained_tokens or int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
     if bridge.stop_reason is not None:
@@ -37,3 +46,12 @@ def train_and_finish(trainer: Any, bridge: ContextCallback, spec: JobSpec, conte
                                     merge_adapters=spec.output.merge_adapters))
     return StageResult(status="completed", model_dir=model_dir, steps=steps, trained_tokens=trained_tokens,
                        metrics=bridge.last_train_metrics, eval_metrics=eval_metrics)
+
+
+def _finished_at(checkpoint: Path) -> bool:
+    """Whether the checkpoint was written at the run's last optimizer step."""
+    state_file = Path(checkpoint) / "trainer_state.json"
+    if not state_file.exists():
+        return False
+    state = json.loads(state_file.read_text())
+    return state.get("max_steps", 0) > 0 and state.get("global_step", 0) >= state["max_steps"]

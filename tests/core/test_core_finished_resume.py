@@ -1,0 +1,25 @@
+"""An attempt that resumes from a checkpoint taken at the last step trains no further step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alignment_core.context import LocalContext
+from alignment_core.specs import JobSpec
+from alignment_core.stages import run_stage
+
+
+def test_resuming_a_finished_run_keeps_the_step_count(tiny_model_dir: Path, demo_data: dict, tmp_path: Path) -> None:
+    spec = JobSpec.model_validate({
+        "method": "supervised",
+        "model": {"name_or_path": str(tiny_model_dir)},
+        "data": {"train_files": [str(demo_data["sft"])], "max_examples": 16, "max_length": 64,
+                 "max_prompt_length": 32},
+        "training": {"max_steps": 3, "batch_size": 4, "save_steps": 1},
+    })
+    first = run_stage(spec, LocalContext(tmp_path))
+    # A crash after the last checkpoint but before the outcome was recorded: the next attempt resumes.
+    again = run_stage(spec, LocalContext(tmp_path))
+    assert first.steps == again.steps == 3
+    assert again.status == "completed" and again.model_dir is not None
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) > 0
