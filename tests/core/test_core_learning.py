@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 SEQUENCE_LIMITS = {"max_length": 64, "max_prompt_length": 32}
 SFT_TRAINING = {"max_steps": 96, "batch_size": 16, "learning_rate": 2e-3, "warmup_ratio": 0.05,
                 "lr_scheduler": "cosine", "logging_steps": 8, "seed": 0}
-REWARD_TRAINING = {"max_steps": 80, "batch_size": 16, "learning_rate": 1e-3, "warmup_ratio": 0.05,
+REWARD_TRAINING = {"max_steps": 160, "batch_size": 16, "learning_rate": 1e-3, "warmup_ratio": 0.05,
                    "logging_steps": 10, "seed": 0}
 DPO_TRAINING = {"max_steps": 40, "batch_size": 16, "learning_rate": 5e-5, "logging_steps": 10, "seed": 0}
 DPO_BETA = 0.1
@@ -97,8 +97,8 @@ def test_reward_model_ranks_held_out_pairs(sft_run: SftRun, demo_data: dict[str,
                    REWARD_TRAINING)
     scorer = load_sequence_scorer(ModelSpec(name_or_path=str(result.model_dir)), "cpu", trainable=False)
     accuracy = pairwise_accuracy(scorer, load_tokenizer(str(result.model_dir)), held_out)
-    # Measured: 0.815 on 200 held-out pairs (60 steps at lr 3e-4: 0.74; 80 steps at a constant 5e-4: 0.815).
-    assert accuracy >= 0.75
+    # Measured: 0.985 on 200 held-out pairs (80 steps: 0.815; 60 steps at lr 3e-4: 0.74).
+    assert accuracy >= 0.9
 
 
 def test_dpo_raises_win_rate_and_keeps_the_rules(sft_run: SftRun, demo_data: dict[str, Path],
