@@ -16,7 +16,7 @@ from transformers import get_scheduler, set_seed
 from alignment_core.context import StageContext
 from alignment_core.data.chat import prompt_text
 from alignment_core.ppo.checkpoint import PpoProgress, load_ppo_checkpoint, prune_checkpoints, save_ppo_checkpoint
-from alignment_core.ppo.experience import make_experience
+from alignment_core.ppo.experience import make_experience, reference_scope
 from alignment_core.ppo.forward import ValueHead
 from alignment_core.ppo.kl import build_kl_controller
 from alignment_core.ppo.prompts import PromptCursor, load_prompts, load_training_prompts
@@ -118,7 +118,9 @@ def run(spec: JobSpec, context: StageContext) -> StageResult:
         save_checkpoint(context, step, models, progress, metrics, training.save_total_limit)
 
     model_dir = save_model(policy, tokenizer, context.output_dir / "model", spec.output.merge_adapters)
-    eval_metrics = evaluate(spec, policy, tokenizer, reward_client, device) if spec.data.eval_files else {}
+    eval_metrics = (
+        evaluate(spec, policy, reference, tokenizer, reward_client, device) if spec.data.eval_files else {}
+    )
     if eval_metrics:
         context.report(step, eval_metrics)
     return StageResult("completed", model_dir, step, trained_tokens, metrics, eval_metrics)
@@ -181,21 +183,41 @@ def save_checkpoint(
 
 
 @torch.no_grad()
-def evaluate(spec: JobSpec, policy: Any, tokenizer: Any, reward_client: RewardClient, device: Any) -> dict[str, float]:
-    """Greedy answers to held-out prompts, scored by the same reward source."""
+def evaluate(
+    spec: JobSpec, policy: Any, reference: Any | None, tokenizer: Any, reward_client: RewardClient, device: Any
+) -> dict[str, float]:
+    """Greedy answers to held-out prompts scored by the same reward source, for the trained policy and for
+    the reference (the starting policy), so a run's gain reads off its own metrics."""
+    from alignment_core.modeling.reference import disabled_adapters
+
     method: PpoMethod = spec.method
     prompts = load_prompts(spec.data.eval_files, "auto", EVAL_PROMPT_LIMIT)
+    metrics = greedy_scores(method, policy, tokenizer, prompts, spec.data.max_prompt_length, reward_client, device)
+    reference_model, scope = reference_scope(policy, reference, disabled_adapters)
+    with scope:
+        start = greedy_scores(
+            method, reference_model, tokenizer, prompts, spec.data.max_prompt_length, reward_client, device
+        )
+    return {
+        "eval_reward_mean": metrics["reward_mean"],
+        "eval_response_length": metrics["response_length"],
+        "eval_reference_reward_mean": start["reward_mean"],
+        "eval_reference_response_length": start["response_length"],
+    }
+
+
+def greedy_scores(
+    method: PpoMethod, model: Any, tokenizer: Any, prompts: list, max_prompt_length: int,
+    reward_client: RewardClient, device: Any,
+) -> dict[str, float]:
+    """Mean reward and response length of `model`'s greedy answers to `prompts`."""
     greedy = SamplingSettings(method.max_new_tokens, do_sample=False)
     scores: list[float] = []
     lengths: list[float] = []
     for start in range(0, len(prompts), method.rollout_batch_size):
         chunk = prompts[start:start + method.rollout_batch_size]
-        rollout = generate_rollout(
-            policy, tokenizer, encode_prompts(tokenizer, chunk, spec.data.max_prompt_length), greedy, device
-        )
+        prompt_ids = encode_prompts(tokenizer, chunk, max_prompt_length)
+        rollout = generate_rollout(model, tokenizer, prompt_ids, greedy, device)
         scores.extend(reward_client.score([prompt_text(prompt) for prompt in chunk], rollout.completions))
         lengths.extend(rollout.response_lengths.tolist())
-    return {
-        "eval_reward_mean": sum(scores) / len(scores),
-        "eval_response_length": sum(lengths) / len(lengths),
-    }
+    return {"reward_mean": sum(scores) / len(scores), "response_length": sum(lengths) / len(lengths)}
