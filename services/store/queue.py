@@ -20,6 +20,9 @@ call runs and commits its own transaction unless it takes a ``Session``):
 - ``record_event``, ``record_metrics(sessions, job_id, step, metrics)``, ``record_checkpoint(sessions,
   job_id, step, path, metrics)``, ``latest_checkpoint``, ``register_model``, ``resolve_model``.
 - ``wait_for_jobs(engine, timeout)``: sleep until a job is enqueued (LISTEN/NOTIFY) or timeout.
+
+On Postgres, claim / renew / complete / fail are one autocommit statement each (``services.store.queue_pg``);
+SQLite runs the same semantics as several statements in one ``BEGIN IMMEDIATE`` transaction.
 """
 
 from __future__ import annotations
