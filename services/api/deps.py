@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
@@ -38,21 +39,24 @@ ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
 READ_METHODS = frozenset({"GET", "HEAD"})
+_CLOSE_LIMITER = anyio.CapacityLimiter(8)
 
 
 async def get_session(request: Request, context: ContextDep) -> AsyncIterator[Session]:
     """The request's session (opening one does no I/O). GETs on Postgres run in autocommit: under READ COMMITTED
     every statement takes its own snapshot anyway, and a read costs one round trip instead of BEGIN, query and
     ROLLBACK."""
-    factory = context.read_sessions if request.method in READ_METHODS and context.read_sessions else context.sessions
-    session = factory()
+    autocommit = request.method in READ_METHODS and context.read_sessions is not None
+    session = (context.read_sessions if autocommit else context.sessions)()
     try:
         yield session
     finally:
-        if session.in_transaction():  # a rollback is a round trip: not on the event loop
-            await run_in_threadpool(session.close)
+        if autocommit or not session.in_transaction():
+            session.close()  # nothing to roll back: no I/O
         else:
-            session.close()
+            # A rollback is a round trip: off the event loop, on threads of its own. The handler threads may all
+            # be waiting for a pooled connection that only this close gives back.
+            await anyio.to_thread.run_sync(session.close, limiter=_CLOSE_LIMITER)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
