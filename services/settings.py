@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     admin_key: str | None = Field(None, description="Bootstrap key acting on the 'default' project.")
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest accepted file upload.")
     lease_seconds: float = Field(30.0, description="How long a claimed job stays leased without heartbeat.")
+    gpu_type: str = Field("H100-80GB", description="GPU that jobs asking for GPUs are planned against.")
     log_level: str = "INFO"
 
     @property

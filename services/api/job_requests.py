@@ -29,6 +29,7 @@ from alignment_core.specs import (
 )
 from services.api.errors import ApiError, bad_request
 from services.api.schemas import JobCreate
+from services.settings import get_settings
 from services.store.files import get_file
 from services.store.jobs import find_job_by_output
 from services.store.models import Project
@@ -222,6 +223,7 @@ def build_new_job(session: Session, project: Project, body: JobCreate, job_id: s
         _check_file(session, project, file_id, method_type, "training_file" if index == 0 else "spec.data.train_files")
     for file_id in validated.data.eval_files:
         _check_file(session, project, file_id, method_type, "validation_file")
+    _check_memory(validated)
 
     return NewJob(
         id=job_id, project_id=project.id, spec=validated.model_dump(mode="json"), method=method_type,
@@ -231,6 +233,21 @@ def build_new_job(session: Session, project: Project, body: JobCreate, job_id: s
         max_attempts=body.max_attempts, depends_on=list(references.depends_on),
         output_model=output_model_name(model_name, body.suffix, job_id), package_versions=dict(package_versions()),
     )
+
+
+def _check_memory(spec: JobSpec) -> None:
+    """Admission control: a GPU job whose memory estimate exceeds the GPU is refused before it is queued."""
+    if spec.distribution.gpus_per_worker <= 0:
+        return  # CPU jobs use host memory, which the planner does not model
+    from alignment_core.planning.model_shape import ModelConfigUnavailable
+    from alignment_core.planning.recommend import ModelDoesNotFit, check_fits
+
+    try:
+        check_fits(spec, get_settings().gpu_type)
+    except ModelConfigUnavailable:
+        return  # a hub id without a cached config, or an upstream job's output: the stage itself will tell
+    except ModelDoesNotFit as error:
+        raise ApiError(400, f"model: {error}", param="model", code="model_does_not_fit") from None
 
 
 def _validate_spec(spec: dict[str, Any], from_override: bool) -> JobSpec:

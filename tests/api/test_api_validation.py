@@ -116,3 +116,26 @@ def test_protocol_errors_keep_the_error_shape(server, project_key):
         assert client.get("/healthz").json() == {"status": "ok"}
         assert client.get("/readyz").status_code == 200
         assert client.get("/docs").status_code == 200 and client.get("/openapi.json").status_code == 200
+
+
+def test_a_gpu_job_that_cannot_fit_is_refused_before_queueing(server, project_key, files, tmp_path):
+    """Admission control: a 70B-shaped model, fully fine-tuned on one 80 GB GPU, cannot fit."""
+    from transformers import LlamaConfig
+
+    big = tmp_path / "llama-70b-shape"
+    LlamaConfig(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                num_key_value_heads=8, vocab_size=128256).save_pretrained(big)
+    body = {"model": str(big), "training_file": files["sft"], "gpus_per_worker": 1}
+    with server.client(project_key) as client:
+        before = len(client.get("/v1/fine_tuning/jobs", params={"limit": 1000}).json()["data"])
+        response = client.post("/v1/fine_tuning/jobs", json=body)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == "model_does_not_fit" and error["param"] == "model"
+        assert "GiB" in error["message"] and "fit" in error["message"]
+        assert len(client.get("/v1/fine_tuning/jobs", params={"limit": 1000}).json()["data"]) == before
+        # Following the advice in the message (QLoRA with checkpointing) gets the job admitted.
+        assert "it would fit as: QLoRA" in error["message"]
+        body.update(lora={"r": 16}, quantization={"bits": 4}, spec={"model": {"gradient_checkpointing": True}})
+        response = client.post("/v1/fine_tuning/jobs", json=body)
+        assert response.status_code == 200, response.text
