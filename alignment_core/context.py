@@ -84,6 +84,14 @@ class LocalContext:
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        # Reports are idempotent: a resumed stage may report a step again (backfilled from a checkpoint).
+        self._written: set[tuple[int, tuple[str, ...]]] = set()
+        metrics_file = self.output_dir / "metrics.jsonl"
+        if self.resume and metrics_file.exists():
+            for line in metrics_file.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self._written.add((row["step"], tuple(sorted(key for key in row if key != "step"))))
 
     @property
     def checkpoints_root(self) -> Path:
@@ -93,6 +101,10 @@ class LocalContext:
         self.last_step = max(self.last_step, step)
         if self.rank != 0:
             return
+        written = (step, tuple(sorted(metrics)))
+        if written in self._written:
+            return
+        self._written.add(written)
         row = {"step": step, **{key: float(value) for key, value in metrics.items()}}
         self.history.append(row)
         with (self.output_dir / "metrics.jsonl").open("a") as stream:

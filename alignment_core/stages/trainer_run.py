@@ -22,6 +22,8 @@ def train_and_finish(trainer: Any, bridge: ContextCallback, spec: JobSpec, conte
                      tokenizer: Any, has_eval: bool) -> StageResult:
     """Run `trainer` (resuming from the context's newest checkpoint) and turn the outcome into a StageResult."""
     resume = context.resume_from()
+    if resume is not None:
+        _report_logged_history(context, resume)
     if resume is not None and _finished_at(resume):
         # The trainer would take one more step from a checkpoint at its last step (a crash between the
         # final checkpoint and recording the outcome); load that state and go straight to finishing.
@@ -55,3 +57,16 @@ def _finished_at(checkpoint: Path) -> bool:
         return False
     state = json.loads(state_file.read_text())
     return state.get("max_steps", 0) > 0 and state.get("global_step", 0) >= state["max_steps"]
+
+
+def _report_logged_history(context: StageContext, checkpoint: Path) -> None:
+    """Report again what the checkpoint's run logged: a crashed attempt may have logged steps that never
+    reached the runner. Reports are idempotent per step, so steps already recorded change nothing."""
+    state_file = Path(checkpoint) / "trainer_state.json"
+    if not state_file.exists():
+        return
+    for entry in json.loads(state_file.read_text()).get("log_history", []):
+        step = entry.get("step")
+        metrics = {key: value for key, value in numeric_metrics(entry).items() if key != "step"}
+        if isinstance(step, int) and metrics:
+            context.report(step, metrics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from alignment_core.context import LocalContext
@@ -22,4 +23,24 @@ def test_resuming_a_finished_run_keeps_the_step_count(tiny_model_dir: Path, demo
     again = run_stage(spec, LocalContext(tmp_path))
     assert first.steps == again.steps == 3
     assert again.status == "completed" and again.model_dir is not None
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) > 0
+    # The metrics file holds each logged step once, even though the second attempt reported them again.
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    keyed = [(row["step"], tuple(sorted(row))) for row in rows]
+    assert len(keyed) == len(set(keyed)) and max(row["step"] for row in rows) == 3
+
+
+def test_a_crashed_attempts_unreported_metrics_are_backfilled(tiny_model_dir: Path, demo_data: dict,
+                                                              tmp_path: Path) -> None:
+    """Metrics logged before the last checkpoint but lost with a crashed runner come back on resume."""
+    spec = JobSpec.model_validate({
+        "method": "supervised",
+        "model": {"name_or_path": str(tiny_model_dir)},
+        "data": {"train_files": [str(demo_data["sft"])], "max_examples": 16, "max_length": 64,
+                 "max_prompt_length": 32},
+        "training": {"max_steps": 3, "batch_size": 4, "save_steps": 1},
+    })
+    run_stage(spec, LocalContext(tmp_path))
+    (tmp_path / "metrics.jsonl").unlink()  # the runner crashed before storing any metrics
+    run_stage(spec, LocalContext(tmp_path))
+    steps = {json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()}
+    assert steps == {1, 2, 3}
