@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import sys
 import threading
 
 import typer
+
+FORCED_EXIT_CODE = 130
 
 
 def up_command(
@@ -18,15 +24,45 @@ def up_command(
     settings = get_settings()
     configure_logging(settings.log_level)
     instance = EmbeddedAlignd(settings.resolved_home, host=host, port=port, lease_seconds=settings.lease_seconds)
+    stop_requested = threading.Event()
+    _catch_stop_signals(stop_requested)  # also during start: a Ctrl-C there stops cleanly once started
     typer.echo(f"starting alignd under {settings.resolved_home} ...")
-    instance.start()
-    typer.echo(f"alignd is up: {instance.url}  (dashboard {instance.url}/, API docs {instance.url}/docs)")
-    typer.echo(f"API key: {instance.api_key}")
-    typer.echo("Ctrl-C stops it.")
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
+        instance.start()
+        # ray.init installs its own SIGTERM handler (a bare sys.exit); ours must win so SIGTERM stops cleanly too.
+        _catch_stop_signals(stop_requested)
+        typer.echo(f"alignd is up: {instance.url}  (dashboard {instance.url}/, API docs {instance.url}/docs)")
+        typer.echo(f"API key: {instance.api_key}")
+        typer.echo("Ctrl-C stops it.")
+        # A timed wait so the main thread regularly returns to the interpreter, where signal handlers run.
+        while not stop_requested.wait(0.5):
+            pass
         typer.echo("stopping alignd ...")
     finally:
-        instance.stop()
-        typer.echo("stopped")
+        clean = instance.stop()
+        typer.echo("stopped" if clean else "stopped (Ray did not shut down in time; its processes were killed)")
+    # Skip interpreter teardown: Ray's atexit hooks would call ray.shutdown again and can block just like above.
+    _exit_now(0)
+
+
+def _catch_stop_signals(stop_requested: threading.Event) -> None:
+    """SIGINT / SIGTERM ask for a clean stop (even where the parent left SIGINT ignored); a second one forces exit."""
+
+    from services.workers.embedded import kill_child_processes
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop_requested.is_set():
+            typer.echo(f"{signal.Signals(signum).name} again: exiting now", err=True)
+            kill_child_processes()
+            _exit_now(FORCED_EXIT_CODE)
+        stop_requested.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+
+def _exit_now(code: int) -> None:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

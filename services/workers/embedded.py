@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 ADMIN_KEY_FILE = "admin_key"
 EMBEDDED_POLL_INTERVAL_S = 0.25
+API_STOP_TIMEOUT_S = 10.0
+DISPATCHER_IDLE_STOP_TIMEOUT_S = 5.0
+RAY_SHUTDOWN_TIMEOUT_S = 20.0
 
 
 def admin_key_for(home: Path) -> str:
@@ -99,13 +102,56 @@ class EmbeddedAlignd:
         thread.start()
         self._threads.append(thread)
 
-    def stop(self) -> None:
-        """Stop the API and the dispatcher, then Ray (a running stage ends with it)."""
-        import ray
+    def stop(self, ray_timeout_s: float = RAY_SHUTDOWN_TIMEOUT_S) -> bool:
+        """Stop the API and the dispatcher, then Ray (a running stage ends with it); False if Ray had to be abandoned.
 
+        Every wait is bounded: on Ctrl-C the terminal also signals Ray's own processes, and a driver whose GCS
+        is gone can block in ray.shutdown (or in a Ray call of the dispatcher) far longer than a user waits.
+        """
         self._stop.set()
         if self._server is not None:
             self._server.should_exit = True
-        self._threads[0].join(timeout=10) if self._threads else None
-        if self._owns_ray and ray.is_initialized():
-            ray.shutdown()
+        threads = {thread.name: thread for thread in self._threads}
+        _join(threads.get("alignd-api"), API_STOP_TIMEOUT_S)
+        # An idle dispatcher leaves its poll at once; one running a stage waits in Ray until Ray goes below.
+        _join(threads.get("alignd-dispatcher"), DISPATCHER_IDLE_STOP_TIMEOUT_S, warn=False)
+        clean = True
+        if self._owns_ray:
+            clean = _shutdown_ray(ray_timeout_s)
+            if not clean:
+                kill_child_processes()
+        _join(threads.get("alignd-dispatcher"), DISPATCHER_IDLE_STOP_TIMEOUT_S)
+        return clean
+
+
+def _join(thread: threading.Thread | None, timeout_s: float, warn: bool = True) -> None:
+    if thread is not None and thread.is_alive():
+        thread.join(timeout=timeout_s)
+        if warn and thread.is_alive():
+            log.warning("%s did not stop within %.0f s; leaving it behind", thread.name, timeout_s)
+
+
+def _shutdown_ray(timeout_s: float) -> bool:
+    """ray.shutdown() in a daemon thread, given up after timeout_s (it can block on a GCS that already died)."""
+    import ray
+
+    if not ray.is_initialized():
+        return True
+    shutdown = threading.Thread(target=ray.shutdown, name="alignd-ray-shutdown", daemon=True)
+    shutdown.start()
+    shutdown.join(timeout=timeout_s)
+    if shutdown.is_alive():
+        log.warning("ray.shutdown() did not return within %.0f s; ending this instance's Ray processes", timeout_s)
+        return False
+    return True
+
+
+def kill_child_processes() -> None:
+    """SIGKILL what this process started (only its own local Ray when it owns Ray): nothing may outlive `up`."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            continue
