@@ -97,7 +97,22 @@ def trainer_config(config_class: type, spec: JobSpec, context: StageContext, dev
         arguments["activation_checkpointing_kwargs"] = {"use_reentrant": False}
     arguments.update(method_arguments)
     arguments.update(performance_overrides(spec, device))
-    return config_class(**arguments)
+    return config_class(**_for_installed_transformers(config_class, arguments))
+
+
+def _for_installed_transformers(config_class: Any, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Older transformers 5 releases (seen: 5.17) know checkpointing only by its old name."""
+    import dataclasses
+
+    if "activation_checkpointing" in {field.name for field in dataclasses.fields(config_class)}:
+        return arguments
+    renamed = dict(arguments)
+    for new, old in (("activation_checkpointing", "gradient_checkpointing"),
+                     ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs")):
+        if new in renamed:
+            renamed.setdefault(old, renamed[new])
+            del renamed[new]
+    return renamed
 
 
 def early_stopping_callbacks(spec: JobSpec) -> list:
