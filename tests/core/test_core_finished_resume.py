@@ -10,14 +10,19 @@ from alignment_core.specs import JobSpec
 from alignment_core.stages import run_stage
 
 
-def test_resuming_a_finished_run_keeps_the_step_count(tiny_model_dir: Path, demo_data: dict, tmp_path: Path) -> None:
-    spec = JobSpec.model_validate({
+def three_step_spec(tiny_model_dir: Path, demo_data: dict) -> JobSpec:
+    """Three SFT steps with a checkpoint after each."""
+    return JobSpec.model_validate({
         "method": "supervised",
         "model": {"name_or_path": str(tiny_model_dir)},
         "data": {"train_files": [str(demo_data["sft"])], "max_examples": 16, "max_length": 64,
                  "max_prompt_length": 32},
         "training": {"max_steps": 3, "batch_size": 4, "save_steps": 1},
     })
+
+
+def test_resuming_a_finished_run_keeps_the_step_count(tiny_model_dir: Path, demo_data: dict, tmp_path: Path) -> None:
+    spec = three_step_spec(tiny_model_dir, demo_data)
     first = run_stage(spec, LocalContext(tmp_path))
     # A crash after the last checkpoint but before the outcome was recorded: the next attempt resumes.
     again = run_stage(spec, LocalContext(tmp_path))
@@ -32,13 +37,7 @@ def test_resuming_a_finished_run_keeps_the_step_count(tiny_model_dir: Path, demo
 def test_a_crashed_attempts_unreported_metrics_are_backfilled(tiny_model_dir: Path, demo_data: dict,
                                                               tmp_path: Path) -> None:
     """Metrics logged before the last checkpoint but lost with a crashed runner come back on resume."""
-    spec = JobSpec.model_validate({
-        "method": "supervised",
-        "model": {"name_or_path": str(tiny_model_dir)},
-        "data": {"train_files": [str(demo_data["sft"])], "max_examples": 16, "max_length": 64,
-                 "max_prompt_length": 32},
-        "training": {"max_steps": 3, "batch_size": 4, "save_steps": 1},
-    })
+    spec = three_step_spec(tiny_model_dir, demo_data)
     run_stage(spec, LocalContext(tmp_path))
     (tmp_path / "metrics.jsonl").unlink()  # the runner crashed before storing any metrics
     run_stage(spec, LocalContext(tmp_path))
