@@ -55,4 +55,6 @@ def configure_logging(level: str | None = None) -> None:
         level=(level or get_settings().log_level).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Migrations log every plugin they load at INFO; only their problems are worth a user's screen.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     _logging_configured = True
