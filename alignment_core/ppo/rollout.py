@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from alignment_core.data.chat import render_prompt
+from alignment_core.evaluation.generation import stop_token_ids
 
 
 @dataclass
@@ -50,17 +51,6 @@ def encode_prompts(tokenizer: Any, prompts: list, max_prompt_length: int) -> lis
     return encoded
 
 
-def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
-    """EOS of the tokenizer plus any the model's generation config names."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if isinstance(configured, int):
-        ids.add(configured)
-    elif configured:
-        ids.update(configured)
-    return sorted(ids)
-
-
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(ids) for ids in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
@@ -91,7 +81,7 @@ def generate_rollout(
 ) -> Rollout:
     """Sample one response per prompt (the torch RNG drives sampling, so a restored RNG replays it)."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stops = stop_token_ids(tokenizer, policy)
+    stops = stop_token_ids(policy, tokenizer)
     query_ids, query_mask = left_pad(prompt_ids, pad_id)
     query_ids, query_mask = query_ids.to(device), query_mask.to(device)
     sampling = {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0} if settings.do_sample else {}
