@@ -19,9 +19,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
-from workers_support import free_port, sft_body, wait_for
+from workers_support import free_port, session_processes, sft_body, wait_for
 
 from services.cli.rest_client import AligndClient
 
@@ -32,15 +31,6 @@ BIN = Path(sys.executable).parent
 ADMIN_KEY = "sk-alignd-production-test"
 
 
-def session_processes(session_id: int) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["pid"]):
-        try:
-            if os.getsid(process.pid) == session_id and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
-            continue
-    return found
 
 
 def stop_sessions(processes: list[subprocess.Popen], timeout_s: float = 30) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from workers_support import free_port, sft_body, wait_for
+from workers_support import free_port, session_processes, sft_body, wait_for
 
 from services.cli.rest_client import AligndClient
 
@@ -56,16 +56,6 @@ def attempt_one_unfinished(home: Path, job_id: str) -> bool:
     return not (home / "storage" / "jobs" / job_id / "attempt-1" / "output" / "model").exists()
 
 
-def instance_processes(session_id: int) -> list[psutil.Process]:
-    """Live processes of one `alignd up` session (the up process and its Ray), zombies excluded."""
-    found = []
-    for process in psutil.process_iter(["pid"]):
-        try:
-            if os.getsid(process.pid) == session_id and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
-            continue
-    return found
 
 
 def test_up_restarts_after_kill_9_and_stops_cleanly_on_ctrl_c(tmp_path, demo_data, tiny_model_dir):
@@ -82,7 +72,7 @@ def test_up_restarts_after_kill_9_and_stops_cleanly_on_ctrl_c(tmp_path, demo_dat
         os.killpg(first.pid, signal.SIGKILL)  # the whole instance: API, dispatcher, Ray, the train worker
         first.wait(timeout=30)
         assert attempt_one_unfinished(home, job_id), "the crash must land mid-run for this test to mean anything"
-        wait_for(lambda: not instance_processes(first.pid), 30, "the killed instance's processes to be gone")
+        wait_for(lambda: not session_processes(first.pid), 30, "the killed instance's processes to be gone")
 
         second = start_up(home, port, log)
         final = client.wait(job_id, timeout_s=240)
@@ -97,7 +87,7 @@ def test_up_restarts_after_kill_9_and_stops_cleanly_on_ctrl_c(tmp_path, demo_dat
         assert after and min(after) > max(before) >= 5
 
         # Ctrl-C: the terminal sends SIGINT to the whole foreground group.
-        members = instance_processes(second.pid)
+        members = session_processes(second.pid)
         assert len(members) > 2, "the instance runs its own Ray processes"
         os.killpg(second.pid, signal.SIGINT)
         assert second.wait(timeout=90) == 0, log.read_text(errors="replace")[-3000:]

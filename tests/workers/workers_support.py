@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import threading
@@ -97,3 +98,17 @@ def start_stack(database_url: str, storage_dir: Path) -> Stack:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
     return Stack(f"http://127.0.0.1:{port}", database_url, storage_dir, app, server)
+
+
+def session_processes(session_id: int) -> list[Any]:
+    """Live processes of one process session (a started instance and its Ray), zombies excluded."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(process.pid) == session_id and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+            continue
+    return found
