@@ -21,6 +21,11 @@ FINAL_MODEL_FOLDER = "model"
 def train_and_finish(trainer: Any, bridge: ContextCallback, spec: JobSpec, context: StageContext,
                      tokenizer: Any, has_eval: bool) -> StageResult:
     """Run `trainer` (resuming from the context's newest checkpoint) and turn the outcome into a StageResult."""
+    from transformers.trainer_callback import PrinterCallback
+
+    # The context already receives every logged row (metrics.jsonl, the job's metrics); the trainer's own
+    # print of the same dicts would only interleave with the progress bar and the worker logs.
+    trainer.remove_callback(PrinterCallback)
     resume = context.resume_from()
     if resume is not None:
         _report_logged_history(context, resume)

@@ -48,13 +48,18 @@ def train_command(
                                    help="Held-out demo metrics before and after (demo data only)."),
 ) -> None:
     """Run one training stage locally, with a progress bar."""
+    import datasets
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from transformers.utils import logging as transformers_logging
 
     from alignment_core.context import LocalContext
     from alignment_core.evaluation.demo_report import demo_metrics, uses_demo_data
     from alignment_core.stages import run_stage
 
+    # Ours is the one bar: datasets' map passes and transformers' shard saving would each draw their own.
+    datasets.disable_progress_bars()
+    transformers_logging.disable_progress_bar()
     console = Console()
     spec = read_spec_file(spec_path, max_steps)
     output_dir.mkdir(parents=True, exist_ok=True)
