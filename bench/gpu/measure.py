@@ -34,7 +34,7 @@ class StepClock:
     @property
     def step_times(self) -> list[float]:
         intervals = [b - a for a, b in zip(self.marks, self.marks[1:])]
-        return intervals[self.warmup:]
+        return intervals[self.warmup :]
 
     def median(self) -> float | None:
         times = self.step_times
@@ -80,11 +80,18 @@ def peak_memory_gib() -> dict:
 def summarize(clock: StepClock, tokens_per_step: int, flops_token: float, dense_flops_token: float) -> dict:
     """Median step time, tokens/s and MFU (with and without the attention term) for one variant."""
     step = clock.median()
-    result = {"steps_timed": len(clock.step_times), "step_s": step,
-              "step_times": [round(t, 5) for t in clock.step_times], "losses": clock.losses[:20]}
+    result = {
+        "steps_timed": len(clock.step_times),
+        "step_s": step,
+        "step_times": [round(t, 5) for t in clock.step_times],
+        "losses": clock.losses[:20],
+    }
     if step:
         tokens_s = tokens_per_step / step
-        result.update(tokens_s=tokens_s, mfu=tokens_s * flops_token / PEAK_FLOPS,
-                      mfu_dense=tokens_s * dense_flops_token / PEAK_FLOPS)
+        result.update(
+            tokens_s=tokens_s,
+            mfu=tokens_s * flops_token / PEAK_FLOPS,
+            mfu_dense=tokens_s * dense_flops_token / PEAK_FLOPS,
+        )
     result.update(peak_memory_gib())
     return result

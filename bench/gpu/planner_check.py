@@ -22,9 +22,15 @@ def _config_folder(shape_name: str, root: Path) -> Path:
 
     shape = SHAPES[shape_name]
     folder = root / shape_name
-    LlamaConfig(vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-                num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
-                tie_word_embeddings=False).save_pretrained(folder)
+    LlamaConfig(
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        tie_word_embeddings=False,
+    ).save_pretrained(folder)
     return folder
 
 
@@ -37,8 +43,11 @@ def case_estimate(case_name: str, impl: str, folder: Path) -> float:
     if case_name == "qlora_8b":
         from bench.gpu.trl_cases import Case
 
-        ctx["stage_model"] = {"lora": QLORA_LORA, "quantization": {"bits": 4},
-                              "gradient_checkpointing": impl != "plain_nockpt"}
+        ctx["stage_model"] = {
+            "lora": QLORA_LORA,
+            "quantization": {"bits": 4},
+            "gradient_checkpointing": impl != "plain_nockpt",
+        }
         spec = case_spec(Case("qlora_8b", "supervised", True, 1, 512), ctx, 10)
     else:
         spec = case_spec(CASES[case_name], ctx, 10)
@@ -58,8 +67,10 @@ def main(paths: list[str]) -> None:
                 estimate = case_estimate(row["case"], row["impl"], folders[shape_name])
                 measured = row.get("peak_allocated_gib")
                 error = f"{(estimate - measured) / measured:+.0%}" if measured else "-"
-                print(f"{row['case']:10s} {row['impl']:14s} measured {measured or 0:6.2f} GiB  "
-                      f"planner {estimate:6.2f} GiB  {error}")
+                print(
+                    f"{row['case']:10s} {row['impl']:14s} measured {measured or 0:6.2f} GiB  "
+                    f"planner {estimate:6.2f} GiB  {error}"
+                )
 
 
 if __name__ == "__main__":

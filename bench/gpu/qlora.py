@@ -35,18 +35,34 @@ def _load(ctx: dict, device: str):
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16)
-    return AutoModelForCausalLM.from_pretrained(ctx["model_dir"], quantization_config=quant, dtype=torch.bfloat16,
-                                                device_map={"": 0} if device == "cuda" else "cpu",
-                                                attn_implementation="sdpa")
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    return AutoModelForCausalLM.from_pretrained(
+        ctx["model_dir"],
+        quantization_config=quant,
+        dtype=torch.bfloat16,
+        device_map={"": 0} if device == "cuda" else "cpu",
+        attn_implementation="sdpa",
+    )
 
 
 def _lora(model):
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                                            target_modules=LORA["target_modules"], task_type="CAUSAL_LM"))
+    return get_peft_model(
+        model,
+        LoraConfig(
+            r=LORA["r"],
+            lora_alpha=LORA["alpha"],
+            lora_dropout=LORA["dropout"],
+            target_modules=LORA["target_modules"],
+            task_type="CAUSAL_LM",
+        ),
+    )
 
 
 def build(impl: str, ctx: dict, device: str):
@@ -65,8 +81,9 @@ def build(impl: str, ctx: dict, device: str):
         if device == "cuda":
             from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
-            _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True,
-                                            cross_entropy=False, fused_linear_cross_entropy=True)
+            _apply_liger_kernel_to_instance(
+                model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=True
+            )
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
         model = _lora(model)

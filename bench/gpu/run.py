@@ -33,11 +33,12 @@ IMPLS: dict[str, tuple[str, ...]] = {
     "rm_lora": ("trl", "alignd", "stage"),
     "dpo_lora": ("trl", "alignd", "stage"),
     "qlora_8b": ("plain_ckpt", "plain_nockpt", "alignd", "alignd_compile", "stage"),
-    "ppo_lora": ("stage",),
+    "ppo_lora": ("trl112", "stage", "stage_static", "stage_serve"),
 }
 SHAPE_OF = {"qlora_8b": "llama-8b", "ppo_lora": "llama-1b-v512"}
-TINY_CASES = {name: Case(c.name, c.method, c.lora, 2, 64 if c.method == "supervised" else 48)
-              for name, c in CASES.items()}
+TINY_CASES = {
+    name: Case(c.name, c.method, c.lora, 2, 64 if c.method == "supervised" else 48) for name, c in CASES.items()
+}
 
 
 def run_variant(case_name: str, impl: str, ctx: dict) -> dict:
@@ -72,8 +73,9 @@ def _environment() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                        timeout=10).stdout.strip() or os.environ.get("ALIGND_COMMIT", "unknown")
+        info["commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip() or os.environ.get("ALIGND_COMMIT", "unknown")
     except (OSError, subprocess.SubprocessError):
         info["commit"] = os.environ.get("ALIGND_COMMIT", "unknown")
     return info
@@ -95,12 +97,21 @@ def _build(shape_name: str, work: Path, device: str, tiny: bool) -> dict:
     return {"model_dir": str(model_dir), "params": info["params"], "data": data}
 
 
-def _child(args: list[str], timeout: float, log: Path) -> tuple[int, float]:
+def _child(args: list[str], timeout: float, log: Path, impl: str = "") -> tuple[int, float]:
     started = time.perf_counter()
+    env = dict(os.environ)
+    if impl == "trl112" and os.environ.get("ALIGND_TRL112_PATH"):
+        # TRL 1.12 (the last with PPO) installed in a folder of its own, ahead of the newer TRL.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.environ["ALIGND_TRL112_PATH"], env.get("PYTHONPATH")]))
     with log.open("w") as stream:
         try:
-            code = subprocess.run([sys.executable, "-m", "bench.gpu.run", *args], stdout=stream,
-                                  stderr=subprocess.STDOUT, timeout=timeout).returncode
+            code = subprocess.run(
+                [sys.executable, "-m", "bench.gpu.run", *args],
+                stdout=stream,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                env=env,
+            ).returncode
         except subprocess.TimeoutExpired:
             code = 124
     return code, time.perf_counter() - started
@@ -131,9 +142,21 @@ def orchestrate(options: argparse.Namespace) -> list[dict]:
         shape_name = "tiny" if options.tiny else SHAPE_OF.get(case_name, "llama-1b")
         if shape_name not in built:
             build_file = work / f"build-{shape_name}.json"
-            code, seconds = _child(["--build", shape_name, "--work", str(work), "--device", options.device,
-                                    "--result", str(build_file), *(["--tiny"] if options.tiny else [])],
-                                   options.build_timeout, logs / f"build-{shape_name}.log")
+            code, seconds = _child(
+                [
+                    "--build",
+                    shape_name,
+                    "--work",
+                    str(work),
+                    "--device",
+                    options.device,
+                    "--result",
+                    str(build_file),
+                    *(["--tiny"] if options.tiny else []),
+                ],
+                options.build_timeout,
+                logs / f"build-{shape_name}.log",
+            )
             if code != 0:
                 print(f"build {shape_name} failed ({code}):\n{_tail(logs / f'build-{shape_name}.log', 20)}", flush=True)
                 built[shape_name] = {}
@@ -145,16 +168,28 @@ def orchestrate(options: argparse.Namespace) -> list[dict]:
         chosen = only.split("+") if only else (options.impls.split(",") if options.impls else IMPLS[case_name])
         impls = [impl for impl in chosen if impl in IMPLS[case_name]]
         for impl in impls:
-            ctx = {**built[shape_name], "shape": SHAPES[shape_name].__dict__, "device": options.device,
-                   "tiny": options.tiny, "warmup": options.warmup, "steps": options.steps,
-                   "work": str(work / "runs"), "case": case_name, "impl": impl}
+            ctx = {
+                **built[shape_name],
+                "shape": SHAPES[shape_name].__dict__,
+                "device": options.device,
+                "tiny": options.tiny,
+                "warmup": options.warmup,
+                "steps": options.steps,
+                "work": str(work / "runs"),
+                "case": case_name,
+                "impl": impl,
+            }
             ctx_file = work / f"ctx-{case_name}-{impl}.json"
             ctx_file.write_text(json.dumps(ctx))
             result_file = work / f"result-{case_name}-{impl}.json"
             result_file.unlink(missing_ok=True)
             log = logs / f"{case_name}-{impl}.log"
-            code, seconds = _child(["--worker", f"{case_name}:{impl}", "--ctx", str(ctx_file),
-                                    "--result", str(result_file)], options.timeout, log)
+            code, seconds = _child(
+                ["--worker", f"{case_name}:{impl}", "--ctx", str(ctx_file), "--result", str(result_file)],
+                options.timeout,
+                log,
+                impl,
+            )
             row = {"case": case_name, "impl": impl, "exit": code, "wall_s": round(seconds, 1)}
             if result_file.exists():
                 row.update(json.loads(result_file.read_text()))
@@ -176,8 +211,10 @@ def orchestrate(options: argparse.Namespace) -> list[dict]:
 def print_table(results: list[dict], env: dict) -> None:
     """Ours against the case's baseline (first implementation listed), one row per variant."""
     print(f"\n{env.get('gpu', 'cpu')} | torch {env['torch']} | trl {env.get('trl')} | commit {env.get('commit')}")
-    header = f"{'case':10s} {'impl':12s} {'step_s':>8s} {'tok/s':>9s} {'vs base':>7s} {'MFU':>6s} {'MFU6N':>6s} " \
-             f"{'peakGiB':>7s} {'loss0':>8s}"
+    header = (
+        f"{'case':10s} {'impl':12s} {'step_s':>8s} {'tok/s':>9s} {'vs base':>7s} {'MFU':>6s} {'MFU6N':>6s} "
+        f"{'peakGiB':>7s} {'loss0':>8s}"
+    )
     print(header)
     base: dict[str, float] = {}
     for row in results:
@@ -190,10 +227,12 @@ def print_table(results: list[dict], env: dict) -> None:
             return format(value, spec) if isinstance(value, (int, float)) else "-"
 
         losses = row.get("losses") or [None]
-        print(f"{row['case']:10s} {row['impl']:12s} {fmt(row.get('step_s'), '8.3f')} {fmt(rate, '9.0f')} "
-              f"{fmt(ratio, '7.2f')} {fmt(row.get('mfu'), '6.1%')} {fmt(row.get('mfu_dense'), '6.1%')} "
-              f"{fmt(row.get('peak_allocated_gib'), '7.2f')} {fmt(losses[0], '8.4f')}"
-              + ("" if row.get("exit") == 0 else f"  FAILED exit={row.get('exit')}"))
+        print(
+            f"{row['case']:10s} {row['impl']:12s} {fmt(row.get('step_s'), '8.3f')} {fmt(rate, '9.0f')} "
+            f"{fmt(ratio, '7.2f')} {fmt(row.get('mfu'), '6.1%')} {fmt(row.get('mfu_dense'), '6.1%')} "
+            f"{fmt(row.get('peak_allocated_gib'), '7.2f')} {fmt(losses[0], '8.4f')}"
+            + ("" if row.get("exit") == 0 else f"  FAILED exit={row.get('exit')}")
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -69,8 +69,28 @@ def build_model_dir(shape: Shape, directory: Path, device: str, save_dtype: str)
 def _text_of_tokens(tokenizer, rng: random.Random, tokens: int) -> str:
     """Random words that tokenize to exactly about `tokens` tokens (byte-level BPE splits at spaces, so
     per-word counts add up)."""
-    words = ["alpha", "model", "reward", "policy", "token", "sort", "letters", "answer", "the", "of", "and",
-             "gradient", "value", "chosen", "rejected", "prompt", "response", "batch", "layer", "kernel"]
+    words = [
+        "alpha",
+        "model",
+        "reward",
+        "policy",
+        "token",
+        "sort",
+        "letters",
+        "answer",
+        "the",
+        "of",
+        "and",
+        "gradient",
+        "value",
+        "chosen",
+        "rejected",
+        "prompt",
+        "response",
+        "batch",
+        "layer",
+        "kernel",
+    ]
     cost = {word: len(tokenizer(" " + word, add_special_tokens=False)["input_ids"]) for word in words}
     pieces: list[str] = []
     count = 0
@@ -92,15 +112,19 @@ def write_datasets(model_dir: Path, data_dir: Path, rows: int, seq: int, pair_se
     prompt_tokens = min(128, seq // 4)
     with paths["sft"].open("w") as out:
         for _ in range(rows):
-            row = {"prompt": _text_of_tokens(tokenizer, rng, prompt_tokens),
-                   "completion": _text_of_tokens(tokenizer, rng, seq + 16 - prompt_tokens)}
+            row = {
+                "prompt": _text_of_tokens(tokenizer, rng, prompt_tokens),
+                "completion": _text_of_tokens(tokenizer, rng, seq + 16 - prompt_tokens),
+            }
             out.write(json.dumps(row) + "\n")
     with paths["pref"].open("w") as out:
         for _ in range(rows):
             # prompt + side + EOS fits `pair_seq`: the reward trainer drops longer pairs.
-            row = {"prompt": _text_of_tokens(tokenizer, rng, pair_seq // 2),
-                   "chosen": _text_of_tokens(tokenizer, rng, pair_seq // 2 - 6),
-                   "rejected": _text_of_tokens(tokenizer, rng, pair_seq // 2 - 6)}
+            row = {
+                "prompt": _text_of_tokens(tokenizer, rng, pair_seq // 2),
+                "chosen": _text_of_tokens(tokenizer, rng, pair_seq // 2 - 6),
+                "rejected": _text_of_tokens(tokenizer, rng, pair_seq // 2 - 6),
+            }
             out.write(json.dumps(row) + "\n")
     with paths["prompts"].open("w") as out:
         for _ in range(rows):

@@ -30,13 +30,15 @@ def case_spec(case: Case, ctx: dict, max_steps: int):
     model = {"name_or_path": ctx["model_dir"], "lora": lora, **ctx.get("stage_model", {})}
     data_file = ctx["data"]["sft"] if case.method == "supervised" else ctx["data"]["pref"]
     prompt_max = min(256, case.seq // 2)
-    return JobSpec.model_validate({
-        "method": case.method,
-        "model": model,
-        "data": {"train_files": [data_file], "max_length": case.seq, "max_prompt_length": prompt_max},
-        "training": {"batch_size": case.batch, "max_steps": max_steps, "logging_steps": 1, "seed": 0},
-        "distribution": {"gpus_per_worker": 1 if ctx["device"] == "cuda" else 0},
-    })
+    return JobSpec.model_validate(
+        {
+            "method": case.method,
+            "model": model,
+            "data": {"train_files": [data_file], "max_length": case.seq, "max_prompt_length": prompt_max},
+            "training": {"batch_size": case.batch, "max_steps": max_steps, "logging_steps": 1, "seed": 0},
+            "distribution": {"gpus_per_worker": 1 if ctx["device"] == "cuda" else 0},
+        }
+    )
 
 
 def _config(case: Case, impl: str, ctx: dict, max_steps: int) -> Any:
@@ -45,9 +47,15 @@ def _config(case: Case, impl: str, ctx: dict, max_steps: int) -> Any:
     from alignment_core.stages.performance import model_load_overrides, training_overrides
 
     common: dict[str, Any] = dict(
-        output_dir=str(Path(ctx["work"]) / f"{case.name}-{impl}"), per_device_train_batch_size=case.batch,
-        max_steps=max_steps, logging_steps=1, save_strategy="no", report_to="none", seed=0,
-        max_length=case.seq, dataset_num_proc=None,
+        output_dir=str(Path(ctx["work"]) / f"{case.name}-{impl}"),
+        per_device_train_batch_size=case.batch,
+        max_steps=max_steps,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+        max_length=case.seq,
+        dataset_num_proc=None,
     )
     if ctx["device"] == "cpu":
         common.update(bf16=False, use_cpu=True)
@@ -55,8 +63,10 @@ def _config(case: Case, impl: str, ctx: dict, max_steps: int) -> Any:
         spec = case_spec(case, ctx, max_steps)
         common.update(training_overrides(spec, ctx["device"]))
         load = model_load_overrides(spec, ctx["device"])
-        common["model_init_kwargs"] = {"dtype": str(load["dtype"]).removeprefix("torch."),
-                                       "attn_implementation": load["attn_implementation"]}
+        common["model_init_kwargs"] = {
+            "dtype": str(load["dtype"]).removeprefix("torch."),
+            "attn_implementation": load["attn_implementation"],
+        }
         if impl == "alignd_compile":
             common["torch_compile"] = True
     if case.method == "supervised":
@@ -81,11 +91,14 @@ def _tokens_per_step(trainer: Any, case: Case) -> int:
     if case.method == "supervised":
         lengths = [min(len(ids), case.seq) for ids in rows["input_ids"]]
     elif case.method == "dpo":
-        lengths = [min(len(p) + len(c), case.seq) + min(len(p) + len(r), case.seq)
-                   for p, c, r in zip(rows["prompt_ids"], rows["chosen_ids"], rows["rejected_ids"])]
+        lengths = [
+            min(len(p) + len(c), case.seq) + min(len(p) + len(r), case.seq)
+            for p, c, r in zip(rows["prompt_ids"], rows["chosen_ids"], rows["rejected_ids"])
+        ]
     else:
-        lengths = [min(len(c), case.seq) + min(len(r), case.seq)
-                   for c, r in zip(rows["chosen_ids"], rows["rejected_ids"])]
+        lengths = [
+            min(len(c), case.seq) + min(len(r), case.seq) for c, r in zip(rows["chosen_ids"], rows["rejected_ids"])
+        ]
     return round(case.batch * sum(lengths) / len(lengths))
 
 
@@ -104,8 +117,14 @@ def run_trl(case: Case, impl: str, ctx: dict) -> dict:
     clock = StepClock(warmup)
     trainer_cls = {"supervised": SFTTrainer, "dpo": DPOTrainer, "reward_model": RewardTrainer}[case.method]
     task = "SEQ_CLS" if case.method == "reward_model" else "CAUSAL_LM"
-    trainer = trainer_cls(model=ctx["model_dir"], args=config, train_dataset=dataset, processing_class=tokenizer,
-                          peft_config=_lora_config(case, task), callbacks=[trainer_callback(clock)])
+    trainer = trainer_cls(
+        model=ctx["model_dir"],
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=_lora_config(case, task),
+        callbacks=[trainer_callback(clock)],
+    )
     tokens = _tokens_per_step(trainer, case)
     trainer.train()
     shape = ctx["shape"]
@@ -123,8 +142,15 @@ def run_trl(case: Case, impl: str, ctx: dict) -> dict:
 
 
 def _settings(config: Any) -> dict:
-    keys = ("bf16", "gradient_checkpointing", "use_liger_kernel", "optim", "padding_free",
-            "precompute_ref_log_probs", "model_init_kwargs")
+    keys = (
+        "bf16",
+        "gradient_checkpointing",
+        "use_liger_kernel",
+        "optim",
+        "padding_free",
+        "precompute_ref_log_probs",
+        "model_init_kwargs",
+    )
     return {key: str(getattr(config, key, None)) for key in keys}
 
 
@@ -158,6 +184,11 @@ def run_stage(case: Case, ctx: dict) -> dict:
         flops += 2 * ctx["params"]
         dense += 2 * ctx["params"]
     summary = summarize(clock, tokens, flops, dense)
-    summary.update(tokens_per_step=tokens, stage_trained_tokens=result.trained_tokens, stage_steps=result.steps,
-                   stage_status=result.status, stage_metrics=json.loads(json.dumps(result.metrics, default=str)))
+    summary.update(
+        tokens_per_step=tokens,
+        stage_trained_tokens=result.trained_tokens,
+        stage_steps=result.steps,
+        stage_status=result.status,
+        stage_metrics=json.loads(json.dumps(result.metrics, default=str)),
+    )
     return summary
