@@ -41,7 +41,7 @@ def parse_prompt(prompt: str) -> Problem:
     start = prompt.rfind(INSTRUCTION)
     if start < 0:
         raise ValueError(f"not a demo-task prompt: {prompt!r}")
-    tail = prompt[start + len(INSTRUCTION):].split("\n")[0]
+    tail = prompt[start + len(INSTRUCTION) :].split("\n")[0]
     return Problem(tuple(tail.split()))
 
 
@@ -70,6 +70,12 @@ def reward_function(prompts: list[str], completions: list[str]) -> list[float]:
 DEGENERATE_SHARE = 0.25
 LONG_OUTPUT_ITEMS = (14, 24)
 
+# Relative weights of the near-miss kinds. Merging repeated letters weighs most because it is the mistake a
+# partly trained policy makes most: the SFT model of tests/core sorted 66 of 69 held-out lists without a
+# repeated letter but only 36 of 131 with one, 50 of those answered with each letter once. DPO lowers the
+# likelihood of what it sees rejected, so the mistakes a policy makes must be among them.
+NEAR_MISS_KINDS = {"unsorted": 1, "swap": 1, "drop": 1, "duplicate": 1, "substitute": 1, "merge_repeats": 2}
+
 
 def wrong_answer(problem: Problem, rng: random.Random) -> str:
     """A mistake: mostly a near-miss, sometimes degenerate output of the kind RL policies learn."""
@@ -79,12 +85,21 @@ def wrong_answer(problem: Problem, rng: random.Random) -> str:
 
 
 def near_miss_answer(problem: Problem, rng: random.Random) -> str:
-    """A plausible mistake: unsorted, a swapped pair, a dropped or a duplicated letter."""
+    """A plausible mistake: unsorted, a swapped pair, a dropped, duplicated or substituted letter, or each
+    repeated letter written once."""
     letters = sorted(problem.letters)
-    kind = rng.choice(["unsorted", "swap", "drop", "duplicate"])
-    if kind == "unsorted" and list(problem.letters) != letters:
+    kind = rng.choices(list(NEAR_MISS_KINDS), weights=list(NEAR_MISS_KINDS.values()))[0]
+    if kind == "merge_repeats" and len(set(letters)) < len(letters):
+        candidate = sorted(set(letters))
+    elif kind == "substitute":
+        # Sorted and of the right length, so only the letters themselves tell it from the answer.
+        candidate = letters[:]
+        index = rng.randrange(len(candidate))
+        candidate[index] = rng.choice([letter for letter in ALPHABET if letter != candidate[index]])
+        candidate.sort()
+    elif kind == "unsorted" and list(problem.letters) != letters:
         candidate = list(problem.letters)
-    elif kind == "drop":
+    elif kind in ("drop", "merge_repeats"):  # a list without repeats has none to merge: drop a letter
         candidate = letters[:]
         del candidate[rng.randrange(len(candidate))]
     elif kind == "duplicate":
@@ -148,9 +163,7 @@ DEMO_FILES = {
 }
 
 
-def write_demo_data(
-    directory: Path, seed: int = 0, train_size: int = 2000, eval_size: int = 200
-) -> dict[str, Path]:
+def write_demo_data(directory: Path, seed: int = 0, train_size: int = 2000, eval_size: int = 200) -> dict[str, Path]:
     """Write every demo file under `directory`; held-out problems never appear in training files."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -169,8 +182,12 @@ def write_demo_data(
             train_problems.append(problem)
 
     paths = {name: directory / filename for name, filename in DEMO_FILES.items()}
-    with paths["sft"].open("w") as sft, paths["preference"].open("w") as pref, \
-            paths["openai_dpo"].open("w") as openai_dpo, paths["prompts"].open("w") as prompts:
+    with (
+        paths["sft"].open("w") as sft,
+        paths["preference"].open("w") as pref,
+        paths["openai_dpo"].open("w") as openai_dpo,
+        paths["prompts"].open("w") as prompts,
+    ):
         for problem in train_problems:
             sft.write(json.dumps(messages_example(problem)) + "\n")
             ours, openai_shape = preference_examples(problem, rng)

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 SEQUENCE_LIMITS = {"max_length": 64, "max_prompt_length": 32}
 SFT_TRAINING = {"max_steps": 96, "batch_size": 16, "learning_rate": 2e-3, "warmup_ratio": 0.05,
                 "lr_scheduler": "cosine", "logging_steps": 8, "seed": 0}
-REWARD_TRAINING = {"max_steps": 160, "batch_size": 16, "learning_rate": 1e-3, "warmup_ratio": 0.05,
+REWARD_TRAINING = {"max_steps": 240, "batch_size": 16, "learning_rate": 1e-3, "warmup_ratio": 0.05,
                    "logging_steps": 10, "seed": 0}
 DPO_TRAINING = {"max_steps": 40, "batch_size": 16, "learning_rate": 5e-5, "logging_steps": 10, "seed": 0}
 DPO_BETA = 0.1
@@ -97,7 +97,9 @@ def test_reward_model_ranks_held_out_pairs(sft_run: SftRun, demo_data: dict[str,
                    REWARD_TRAINING)
     scorer = load_sequence_scorer(ModelSpec(name_or_path=str(result.model_dir)), "cpu", trainable=False)
     accuracy = pairwise_accuracy(scorer, load_tokenizer(str(result.model_dir)), held_out)
-    # Measured: 0.985 on 200 held-out pairs (80 steps: 0.815; 60 steps at lr 3e-4: 0.74).
+    # Measured: 0.975 on 200 held-out pairs; substituted letters are the hard kind (0.78 of 23). 160 steps gave
+    # 0.885 (a repeated letter ranked above the answer), 320 steps 0.955. Before substituted letters and merged
+    # repeats were among the rejected answers, 160 steps gave 0.985.
     assert accuracy >= 0.9
 
 
