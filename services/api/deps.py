@@ -42,11 +42,7 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 _CLOSE_LIMITER = anyio.CapacityLimiter(8)
 
 
-async def get_session(request: Request, context: ContextDep) -> AsyncIterator[Session]:
-    """The request's session (opening one does no I/O). GETs on Postgres run in autocommit: under READ COMMITTED
-    every statement takes its own snapshot anyway, and a read costs one round trip instead of BEGIN, query and
-    ROLLBACK."""
-    autocommit = request.method in READ_METHODS and context.read_sessions is not None
+async def _open_session(context: AppContext, autocommit: bool) -> AsyncIterator[Session]:
     session = (context.read_sessions if autocommit else context.sessions)()
     try:
         yield session
@@ -59,7 +55,24 @@ async def get_session(request: Request, context: ContextDep) -> AsyncIterator[Se
             await anyio.to_thread.run_sync(session.close, limiter=_CLOSE_LIMITER)
 
 
+async def get_session(request: Request, context: ContextDep) -> AsyncIterator[Session]:
+    """The request's session (opening one does no I/O). GETs on Postgres run in autocommit: under READ COMMITTED
+    every statement takes its own snapshot anyway, and a read costs one round trip instead of BEGIN, query and
+    ROLLBACK."""
+    async for session in _open_session(context, request.method in READ_METHODS and context.read_sessions is not None):
+        yield session
+
+
+async def get_autocommit_session(context: ContextDep) -> AsyncIterator[Session]:
+    """An autocommit session on Postgres (a transactional one on SQLite), for handlers whose only write is one
+    statement: it commits by itself, so BEGIN and COMMIT, two round trips, are saved. A handler that writes
+    more than once opens a transaction of its own (``context.sessions.begin()``)."""
+    async for session in _open_session(context, context.read_sessions is not None):
+        yield session
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
+AutocommitSessionDep = Annotated[Session, Depends(get_autocommit_session)]
 
 
 @dataclass(frozen=True)

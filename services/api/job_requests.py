@@ -30,7 +30,7 @@ from alignment_core.specs import (
 from services.api.errors import ApiError, bad_request
 from services.api.schemas import JobCreate
 from services.settings import get_settings
-from services.store.files import get_file
+from services.store.files import file_format
 from services.store.jobs import find_job_by_output
 from services.store.models import Project
 from services.store.queue import NewJob
@@ -158,11 +158,11 @@ def output_model_name(model: str, suffix: str | None, job_id: str) -> str:
 
 
 def _check_file(session: Session, project: Project, file_id: str, method_type: str, param: str) -> None:
-    row = get_file(session, project.id, file_id)
-    if row is None:
+    data_format = file_format(session, project.id, file_id)
+    if data_format is None:
         raise ApiError(400, f"{param}: no file '{file_id}' in this project", param=param, code="file_not_found")
     try:
-        check_method_accepts(method_type, row.format)
+        check_method_accepts(method_type, data_format)
     except DataFormatError as error:
         raise bad_request(f"{param}: {error.reason}", param, code="unsuitable_file_format") from None
 

@@ -14,7 +14,7 @@ from services.api.errors import install_error_handlers
 from services.api.routes import files, health, jobs, models, pipelines, projects
 from services.settings import Settings, configure_logging, get_settings
 from services.store.blobs import BlobStore
-from services.store.engine import make_engine, make_session_factory
+from services.store.engine import autocommit_engine, make_engine, make_session_factory
 from services.store.migrate import upgrade_database
 from services.store.projects import DEFAULT_PROJECT, ensure_project
 
@@ -31,8 +31,7 @@ def create_app(settings: Settings | None = None, migrate: bool = True) -> FastAP
     engine = make_engine(database_url, **({} if engine_is_sqlite(database_url) else {
         "pool_size": 2 * HANDLER_THREADS, "max_overflow": 6 * HANDLER_THREADS}))
     sessions = make_session_factory(engine)
-    read_sessions = None if engine_is_sqlite(database_url) else make_session_factory(
-        engine.execution_options(isolation_level="AUTOCOMMIT"))
+    read_sessions = None if engine_is_sqlite(database_url) else make_session_factory(autocommit_engine(engine))
     with sessions.begin() as session:
         ensure_project(session, DEFAULT_PROJECT)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -48,6 +49,27 @@ def _make_sqlite_transactions_immediate(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_autocommit_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def autocommit_engine(engine: Engine) -> Engine:
+    """An engine on `engine`'s database whose pooled connections stay in autocommit, for one-statement work.
+
+    A pool of its own, not ``engine.execution_options(isolation_level=...)``: that switches each connection into
+    autocommit at checkout and back, with a rollback, at checkin, which cost a fifth of a small request's CPU.
+    Nothing is rolled back on return: an autocommit connection has no transaction to end. Disposed with `engine`.
+    """
+    autocommit = _autocommit_engines.get(engine)
+    if autocommit is None:
+        pool = engine.pool
+        autocommit = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None,
+                                   pool_size=pool.size(), max_overflow=getattr(pool, "_max_overflow", 10),
+                                   pool_recycle=1800, pool_pre_ping=False)
+        _autocommit_engines[engine] = autocommit
+        event.listen(engine, "engine_disposed", lambda _engine: autocommit.dispose())
+    return autocommit
 
 
 def make_session_factory(engine: Engine) -> SessionFactory:

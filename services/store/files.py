@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from services.store.models import File
@@ -25,6 +25,18 @@ def get_file(session: Session, project_id: str, file_id: str) -> File | None:
     return session.execute(
         select(File).where(File.id == file_id, File.project_id == project_id, File.deleted.is_(False))
     ).scalar_one_or_none()
+
+
+def file_format(session: Session, project_id: str, file_id: str) -> str | None:
+    """The detected data format of a live file of the project, or None; one column, no ORM object (job creation
+    checks every input file)."""
+    return session.connection().execute(
+        _FILE_FORMAT, {"id": file_id, "project_id": project_id}
+    ).scalar_one_or_none()
+
+
+_FILE_FORMAT = select(File.format).where(File.id == bindparam("id"), File.project_id == bindparam("project_id"),
+                                         File.deleted.is_(False))
 
 
 def list_files(session: Session, project_id: str, *, purpose: str | None = None, after: str | None = None,

@@ -10,36 +10,26 @@ statement, which is why the dependency checks below treat the job being finished
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.exc import DBAPIError
 
-from services.store.engine import SessionFactory
+from services.store.engine import SessionFactory, autocommit_engine
 from services.store.models import Job
 
 T = TypeVar("T")
 _JSON = Job.__table__.c.result.type
 _WAITING = "('validating_files', 'queued', 'paused')"
-_autocommit_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
 
 
 @contextmanager
 def autocommit_connection(sessions: SessionFactory) -> Iterator[Connection]:
-    """A pooled connection in autocommit mode from the engine behind `sessions`."""
-    with _autocommit_engine(sessions).connect() as connection:
+    """A pooled connection in autocommit mode on the database behind `sessions`."""
+    with autocommit_engine(sessions.kw["bind"]).connect() as connection:
         yield connection
-
-
-def _autocommit_engine(sessions: SessionFactory) -> Engine:
-    engine: Engine = sessions.kw["bind"]
-    autocommit = _autocommit_engines.get(engine)
-    if autocommit is None:  # shares the pool; only the isolation level of checked-out connections differs
-        autocommit = _autocommit_engines[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return autocommit
 
 
 def execute_once(sessions: SessionFactory, operation: Callable[[Connection], T]) -> T:

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.api.deps import CurrentProject, SessionDep
+from services.api.deps import AppContext, AutocommitSessionDep, ContextDep, CurrentProject, SessionDep
 from services.api.errors import ApiError, bad_request, not_found
 from services.api.job_requests import body_hash, build_new_job
 from services.api.schemas import (
@@ -24,7 +24,7 @@ from services.api.schemas import (
 from services.store import jobs as job_store
 from services.store.lifecycle import InvalidTransition
 from services.store.models import JOB_STATUSES, Job, new_id
-from services.store.queue import DependencyFailed, enqueue_job
+from services.store.queue import DependencyFailed, NewJob, enqueue_job
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning jobs"])
 
@@ -50,7 +50,7 @@ def _replay(existing: Job, digest: str) -> JobPublic:
 
 
 @router.post("", response_model=JobPublic)
-def create_job(body: JobCreate, session: SessionDep, project: CurrentProject,
+def create_job(body: JobCreate, session: AutocommitSessionDep, project: CurrentProject, context: ContextDep,
                idempotency_key: Annotated[str | None, Header(max_length=300)] = None) -> Response:
     digest = body_hash(body.model_dump(mode="json", exclude_unset=True)) if idempotency_key else None
     if idempotency_key:
@@ -60,8 +60,7 @@ def create_job(body: JobCreate, session: SessionDep, project: CurrentProject,
     new_job = build_new_job(session, project, body, new_id("ftjob"))
     new_job.idempotency_key, new_job.idempotency_hash = idempotency_key, digest
     try:
-        job = enqueue_job(session, new_job)
-        session.commit()
+        job = _insert(session, context, new_job)
     except DependencyFailed as error:
         session.rollback()
         raise bad_request(str(error), "model", code="dependency_failed") from None
@@ -73,6 +72,17 @@ def create_job(body: JobCreate, session: SessionDep, project: CurrentProject,
             raise
         return _json(_replay(existing, digest))
     return _json(JobPublic.from_row(job))
+
+
+def _insert(session: Session, context: AppContext, new_job: NewJob) -> Job:
+    """Enqueue: one self-committing statement on Postgres when the job waits on no other job (the checks above
+    read outside any transaction, as READ COMMITTED would have them anyway); a transaction otherwise."""
+    if new_job.depends_on and context.read_sessions is not None:
+        with context.sessions.begin() as transaction:
+            return enqueue_job(transaction, new_job)
+    job = enqueue_job(session, new_job)
+    session.commit()
+    return job
 
 
 def _metadata_filter(request: Request, raw: str | None) -> dict[str, str] | None:
