@@ -110,3 +110,10 @@ def training_overrides(spec: JobSpec, device: Any) -> dict[str, Any]:
             # No gradients in the reference pass: four times the training micro-batch fits.
             overrides["precompute_ref_batch_size"] = 4 * (spec.training.batch_size or 8)
     return overrides
+
+
+def rollout_static_cache(device: Any) -> bool:
+    """PPO sampling with a static KV cache, which transformers compiles into CUDA graphs: on a GPU each decode
+    step is otherwise ~25 ms of kernel launches whatever the batch (1B policy, 64 x 128 new tokens: 5.1 s
+    eager, 1.35 s static on an H200). The first rollout pays the compilation (~40 s). CPU: no gain."""
+    return on_cuda(device)

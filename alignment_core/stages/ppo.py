@@ -26,6 +26,7 @@ from alignment_core.ppo.update import PpoModels, ppo_update, trainable_parameter
 from alignment_core.rewards import RewardClient, build_reward_client
 from alignment_core.specs import JobSpec, PpoMethod
 from alignment_core.stages import StageResult
+from alignment_core.stages.performance import rollout_static_cache
 
 EVAL_PROMPT_LIMIT = 256
 
@@ -68,7 +69,10 @@ def run(spec: JobSpec, context: StageContext) -> StageResult:
         if module is not None:
             module.eval()
 
-    sampling = SamplingSettings(method.max_new_tokens, method.temperature, method.top_p)
+    static = rollout_static_cache(device)
+    sampling = SamplingSettings(
+        method.max_new_tokens, method.temperature, method.top_p, static_cache=static, pad_multiple=64 if static else 1
+    )
     micro_batch_size = training.batch_size
     metrics: dict[str, float] = {}
     trained_tokens = 0

@@ -6,10 +6,11 @@ Implementations, all on the same random-weight model and prompts:
                 x accumulation 8 = 64 samples per update, one minibatch, 4 PPO epochs, 128 new tokens).
                 It runs from the wheel installed under $ALIGND_TRL112_PATH (prepended to PYTHONPATH by
                 run.py), since TRL removed PPO after 1.12.
-  stage         alignd's PPO stage as jobs run it, the reward model in-process.
-  stage_static  the same, sampling with a static KV cache (transformers compiles the decode step and
-                replays it as a CUDA graph); a candidate speed-up, measured before it becomes the default.
-  stage_serve   the stage scoring through a Ray Serve application on the same GPU (what the workers
+  stage         alignd's PPO stage as jobs run it (on a GPU it samples with a static KV cache, which
+                transformers compiles into CUDA graphs), the reward model in-process, micro-batch 8.
+  stage_m32     the same with micro-batch 32 (training.batch_size; still 64 samples and one minibatch per
+                PPO epoch, so the same update): fewer, larger kernels in the reference / value passes and epochs.
+  stage_serve   stage_m32 scoring through a Ray Serve application on the same GPU (what the workers
                 deploy), to measure the Serve share of an update.
 
 The model's vocabulary matches the benchmark tokenizer, so every sampled token decodes to text the
@@ -35,7 +36,7 @@ def _size(ctx: dict) -> dict:
     return TINY if ctx["tiny"] else FULL
 
 
-def ppo_spec(ctx: dict, updates: int, reward: dict | None = None):
+def ppo_spec(ctx: dict, updates: int, reward: dict | None = None, micro: int | None = None):
     """alignd's spec with TRL 1.12's defaults where they differ from ours (one minibatch per epoch, 4 epochs,
     value loss 0.1, KL 0.05, whole-rollout batches)."""
     from alignment_core.specs import JobSpec
@@ -62,7 +63,7 @@ def ppo_spec(ctx: dict, updates: int, reward: dict | None = None):
                 "max_prompt_length": size["prompt"],
                 "max_length": size["prompt"] + size["response"],
             },
-            "training": {"batch_size": size["micro"], "max_steps": updates, "logging_steps": 1, "seed": 0},
+            "training": {"batch_size": micro or size["micro"], "max_steps": updates, "logging_steps": 1, "seed": 0},
             "distribution": {"gpus_per_worker": 1 if ctx["device"] == "cuda" else 0},
         }
     )
@@ -77,17 +78,12 @@ class PhaseTimer:
         self.current: dict[str, float] = defaultdict(float)
         self.per_update: list[dict[str, float]] = []
 
-    def install(self, module, static_cache: bool = False) -> None:
+    def install(self, module) -> None:
         for name in self.PHASES:
-            original = getattr(module, name)
-            setattr(module, name, self._timed(name, original, static_cache and name == "generate_rollout"))
+            setattr(module, name, self._timed(name, getattr(module, name)))
 
-    def _timed(self, name: str, original, static_cache: bool):
+    def _timed(self, name: str, original):
         def wrapper(*args, **kwargs):
-            if static_cache:
-                # generate() reads its cache kind from the model's generation config; a peft model forwards
-                # the attribute to the base model's config object.
-                args[0].generation_config.cache_implementation = "static"
             synchronize()
             started = time.perf_counter()
             result = original(*args, **kwargs)
@@ -132,16 +128,16 @@ def _serve_reward(ctx: dict) -> tuple[dict, object, object]:
     return reward, handle, stop
 
 
-def run_stage(ctx: dict, static_cache: bool = False, serve: bool = False) -> dict:
+def run_stage(ctx: dict, micro: int | None = None, serve: bool = False) -> dict:
     import alignment_core.stages.ppo as ppo_stage
     from alignment_core.context import LocalContext
     from alignment_core.stages import run_stage as run_alignd_stage
 
     warmup, steps = 1, max(2, ctx["steps"] // 3)
     reward, handle, stop = _serve_reward(ctx) if serve else (None, None, None)
-    spec = ppo_spec(ctx, warmup + steps, reward)
+    spec = ppo_spec(ctx, warmup + steps, reward, micro)
     timer = PhaseTimer()
-    timer.install(ppo_stage, static_cache)
+    timer.install(ppo_stage)
     clock = StepClock(warmup)
     reports: list[dict] = []
     context = LocalContext(output_dir=Path(ctx["work"]) / f"ppo-{ctx['impl']}", resume=False)
@@ -270,6 +266,7 @@ def run_trl112(ctx: dict) -> dict:
 def run(impl: str, ctx: dict) -> dict:
     if impl == "trl112":
         return run_trl112(ctx)
-    if impl in ("stage", "stage_static", "stage_serve"):
-        return run_stage(ctx, static_cache=impl == "stage_static", serve=impl == "stage_serve")
+    if impl in ("stage", "stage_m32", "stage_serve"):
+        micro = None if impl == "stage" else _size(ctx)["samples"] // 2
+        return run_stage(ctx, micro=micro, serve=impl == "stage_serve")
     raise KeyError(f"PPO implementation {impl!r} is not known")

@@ -33,7 +33,7 @@ IMPLS: dict[str, tuple[str, ...]] = {
     "rm_lora": ("trl", "alignd", "stage"),
     "dpo_lora": ("trl", "alignd", "stage"),
     "qlora_8b": ("plain_ckpt", "plain_nockpt", "alignd", "alignd_compile", "stage"),
-    "ppo_lora": ("trl112", "stage", "stage_static", "stage_serve"),
+    "ppo_lora": ("trl112", "stage", "stage_m32", "stage_serve"),
 }
 SHAPE_OF = {"qlora_8b": "llama-8b", "ppo_lora": "llama-1b-v512"}
 TINY_CASES = {
