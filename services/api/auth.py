@@ -1,16 +1,27 @@
-"""Bearer keys to projects; the bootstrap admin key acts on the 'default' project."""
+"""Bearer keys to projects; the bootstrap admin key acts on the 'default' project.
+
+Keys are cached per process so a request costs no key query. The cache is trusted only while it hears every
+revocation: on Postgres a thread LISTENs on the revocation channel and drops a revoked key the moment the
+revoking transaction commits (in any process: an admin request, `alignd keys revoke`); while that connection is
+down, and always on SQLite (no such channel), every request checks its key in the database.
+"""
 
 from __future__ import annotations
 
 import hmac
+import logging
+import threading
 import time
 
 from fastapi import Request
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from services.api.errors import ApiError
 from services.store.models import Project
-from services.store.projects import DEFAULT_PROJECT, ensure_project, hash_key, project_for_key
+from services.store.projects import DEFAULT_PROJECT, KEY_REVOKED_CHANNEL, ensure_project, hash_key, project_for_key
+
+log = logging.getLogger(__name__)
 
 
 def bearer_key(request: Request) -> str:
@@ -23,44 +34,122 @@ def bearer_key(request: Request) -> str:
     return key.strip()
 
 
-# key hash -> (project, checked at): saves a query per request; a revoked key stops working within the TTL.
-_KEY_CACHE: dict[str, tuple[Project, float]] = {}
-KEY_CACHE_TTL_S = 30.0
+class KeyCache:
+    """key hash -> (project, cached at). Off until `enable()`; `forget()` and `disable()` win over a lookup that
+    was in flight when they ran (the generation check), so a revoked key is never cached again by a late put."""
+
+    TTL_S = 300.0
+    MAX_KEYS = 10_000
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Project, float]] = {}
+        self._enabled = False
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def get(self, key_hash: str) -> Project | None:
+        entry = self._entries.get(key_hash) if self._enabled else None
+        if entry is None or time.monotonic() - entry[1] >= self.TTL_S:
+            return None
+        return entry[0]
+
+    def put(self, key_hash: str, project: Project, generation: int) -> None:
+        with self._lock:
+            if not self._enabled or generation != self._generation:
+                return
+            if len(self._entries) >= self.MAX_KEYS:
+                self._entries.clear()
+            self._entries[key_hash] = (project, time.monotonic())
+
+    def forget(self, key_hash: str) -> None:
+        with self._lock:
+            self._generation += 1
+            self._entries.pop(key_hash, None)
+
+    def enable(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()  # whatever was cached before may have been revoked while nobody listened
+            self._enabled = True
+
+    def disable(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._enabled = False
+            self._entries.clear()
 
 
-def _cache_key(database: object, key: str) -> str:
-    return f"{id(database)}:{hash_key(key)}"
+class RevocationListener:
+    """A daemon thread that keeps `cache` enabled while it LISTENs for key revocations on Postgres."""
+
+    RETRY_S = 1.0
+
+    def __init__(self, engine: Engine, cache: KeyCache):
+        self._url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._cache, self._stop = cache, threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alignd-key-revocations", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import psycopg  # local: only Postgres deployments need it
+
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as connection:
+                    connection.execute(f"LISTEN {KEY_REVOKED_CHANNEL}")
+                    self._cache.enable()
+                    while not self._stop.is_set():
+                        for notice in connection.notifies(timeout=1.0):
+                            self._cache.forget(notice.payload)
+            except Exception as error:  # noqa: BLE001 - any failure means: stop trusting the cache, retry
+                if not self._stop.is_set():
+                    log.warning("key revocation listener: %s; checking every key in the database until it is back",
+                                error)
+            finally:
+                self._cache.disable()
+            self._stop.wait(self.RETRY_S)
 
 
-def cached_caller(request: Request, database: object, admin_key: str | None) -> tuple[Project, bool] | None:
+def _is_admin(key: str, admin_key: str | None) -> bool:
+    return bool(admin_key) and hmac.compare_digest(key.encode(), admin_key.encode())
+
+
+def cached_caller(request: Request, cache: KeyCache, admin_key: str | None) -> tuple[Project, bool] | None:
     """The caller from the key cache without touching the database (None on a miss); 401 for a missing key."""
     key = bearer_key(request)
-    cached = _KEY_CACHE.get(_cache_key(database, key))
-    if cached is None or time.monotonic() - cached[1] >= KEY_CACHE_TTL_S:
-        return None
-    return cached[0], bool(admin_key) and hmac.compare_digest(key.encode(), admin_key.encode())
+    project = cache.get(hash_key(key))
+    return None if project is None else (project, _is_admin(key, admin_key))
 
 
 def authenticate(request: Request, session: Session, admin_key: str | None,
-                 database: object | None = None) -> tuple[Project, bool]:
-    """The caller's project and whether the caller holds the admin key; 401 for a missing or bad key.
-
-    `database` names the cache's scope (the engine); it defaults to the session's bind."""
+                 cache: KeyCache | None = None) -> tuple[Project, bool]:
+    """The caller's project and whether the caller holds the admin key; 401 for a missing, bad or revoked key."""
     key = bearer_key(request)
-    is_admin = bool(admin_key) and hmac.compare_digest(key.encode(), admin_key.encode())
-    cache_key = _cache_key(database if database is not None else session.get_bind(), key)
-    cached = _KEY_CACHE.get(cache_key)
-    if cached is not None and time.monotonic() - cached[1] < KEY_CACHE_TTL_S:
-        return cached[0], is_admin
+    key_hash, is_admin = hash_key(key), _is_admin(key, admin_key)
+    generation = cache.generation if cache is not None else 0
     if is_admin:
         project = ensure_project(session, DEFAULT_PROJECT)
         session.commit()
-        _KEY_CACHE[cache_key] = (project, time.monotonic())
-        return project, True
-    project = project_for_key(session, key)
-    # End the read now: on SQLite every transaction holds the write lock, and a handler may open its own.
-    session.commit()
-    if project is None:
-        raise ApiError(401, "Invalid API key", code="invalid_api_key")
-    _KEY_CACHE[cache_key] = (project, time.monotonic())
-    return project, False
+    else:
+        project = project_for_key(session, key)
+        # End the read now: on SQLite every transaction holds the write lock, and a handler may open its own.
+        session.commit()
+        if project is None:
+            raise ApiError(401, "Invalid API key", code="invalid_api_key")
+    if cache is not None:
+        cache.put(key_hash, project, generation)
+    return project, is_admin

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import anyio.to_thread
@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from services.api.auth import authenticate, cached_caller
+from services.api.auth import KeyCache, authenticate, cached_caller
 from services.api.errors import ApiError
 from services.settings import Settings
 from services.store.blobs import BlobStore
@@ -27,6 +27,7 @@ class AppContext:
     sessions: SessionFactory
     blobs: BlobStore
     read_sessions: SessionFactory | None = None  # autocommit sessions for GET requests (Postgres)
+    keys: KeyCache = field(default_factory=KeyCache)  # enabled while revocations are heard (see auth)
 
 
 # Dependencies that do no blocking I/O are `async def`: FastAPI runs a plain `def` dependency in the thread
@@ -82,9 +83,9 @@ class Caller:
 
 
 async def get_caller(request: Request, session: SessionDep, context: ContextDep) -> Caller:
-    known = cached_caller(request, context.engine, context.settings.admin_key)
-    if known is None:  # a key not seen within the cache's TTL: look it up off the event loop
-        known = await run_in_threadpool(authenticate, request, session, context.settings.admin_key, context.engine)
+    known = cached_caller(request, context.keys, context.settings.admin_key)
+    if known is None:  # a key not cached (or the cache is off): look it up off the event loop
+        known = await run_in_threadpool(authenticate, request, session, context.settings.admin_key, context.keys)
     project, is_admin = known
     return Caller(project=project, is_admin=is_admin)
 

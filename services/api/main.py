@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI
 
+from services.api.auth import RevocationListener
 from services.api.dashboard import router as dashboard_router
 from services.api.deps import AppContext
 from services.api.errors import install_error_handlers
@@ -35,7 +36,7 @@ def create_app(settings: Settings | None = None, migrate: bool = True) -> FastAP
     with sessions.begin() as session:
         ensure_project(session, DEFAULT_PROJECT)
 
-    app = FastAPI(title="alignd", version="0.1.0", lifespan=_limit_handler_threads,
+    app = FastAPI(title="alignd", version="0.1.0", lifespan=_lifespan,
                   description="Fine-tuning and alignment jobs behind an OpenAI-shaped API.")
     app.state.alignd = AppContext(settings=settings, engine=engine, sessions=sessions,
                                   blobs=BlobStore(settings.resolved_storage_uri), read_sessions=read_sessions)
@@ -53,9 +54,17 @@ HANDLER_THREADS = 8
 
 
 @asynccontextmanager
-async def _limit_handler_threads(_app: FastAPI) -> AsyncIterator[None]:
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     anyio.to_thread.current_default_thread_limiter().total_tokens = HANDLER_THREADS
-    yield
+    context: AppContext = app.state.alignd
+    listener = None if context.read_sessions is None else RevocationListener(context.engine, context.keys)
+    if listener is not None:
+        listener.start()
+    try:
+        yield
+    finally:
+        if listener is not None:
+            await anyio.to_thread.run_sync(listener.stop)
 
 
 def engine_is_sqlite(database_url: str) -> bool:

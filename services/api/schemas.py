@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.api.result_files import results_file_ids
 from services.store.models import ApiKey, Checkpoint, File, Job, JobEvent, JobMetric, Pipeline, Project, RegisteredModel
 
 
@@ -158,7 +159,8 @@ class JobPublic(BaseModel):
         return cls(
             id=job.id, created_at=int(job.created_at),
             finished_at=int(job.finished_at) if job.finished_at else None, model=job.model,
-            fine_tuned_model=job.fine_tuned_model, organization_id=job.project_id, result_files=[],
+            fine_tuned_model=job.fine_tuned_model, organization_id=job.project_id,
+            result_files=results_file_ids(job),
             status=job.status, training_file=job.training_file, validation_file=job.validation_file,
             hyperparameters=hyper, method={"type": method_type, method_type: {"hyperparameters": hyper}},
             trained_tokens=job.trained_tokens, error=job.error, seed=job.seed, metadata=job.metadata_,
@@ -272,9 +274,11 @@ class ApiKeyPublic(BaseModel):
     name: str | None
     prefix: str
     created_at: int
+    revoked_at: int | None = None
     key: str | None = Field(None, description="The key itself: only in the response that created it.")
 
     @classmethod
     def from_row(cls, row: ApiKey, key: str | None = None) -> ApiKeyPublic:
         return cls(id=row.id, project_id=row.project_id, name=row.name, prefix=row.prefix,
-                   created_at=int(row.created_at), key=key)
+                   created_at=int(row.created_at), revoked_at=int(row.revoked_at) if row.revoked_at else None,
+                   key=key)

@@ -1,4 +1,4 @@
-"""`alignd keys create --project NAME`: a new API key, printed alone on the last line."""
+"""`alignd keys create --project NAME` (the new key alone on the last line), `keys list`, `keys revoke KEY`."""
 
 from __future__ import annotations
 
@@ -28,3 +28,62 @@ def create_key_command(
     engine.dispose()
     typer.echo(f"created key for project {project} ({project_id}); it is shown only once:", err=True)
     typer.echo(key)
+
+
+@keys_app.command("revoke")
+def revoke_key_command(
+    key: str = typer.Argument(..., help="Key id (key-…), the key itself, or its shown prefix (ak-xxxxxxx)."),
+) -> None:
+    """Revoke a key: running API servers refuse it from their next request on."""
+    from services.settings import get_settings
+    from services.store.engine import make_engine, make_session_factory
+    from services.store.migrate import upgrade_database
+    from services.store.projects import ApiKeyNotFound, find_api_key, revoke_api_key
+
+    url = get_settings().resolved_database_url
+    upgrade_database(url)
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine).begin() as session:
+            row = revoke_api_key(session, find_api_key(session, key))
+            key_id, prefix, project_id = row.id, row.prefix, row.project_id
+    except ApiKeyNotFound as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    typer.echo(f"revoked {key_id} ({prefix}…) of project {project_id}")
+
+
+@keys_app.command("list")
+def list_keys_command(
+    project: str = typer.Option(None, "--project", help="Only this project's keys (name or id)."),
+) -> None:
+    """List keys: id, shown prefix, project, name, created and revoked times."""
+    import datetime
+
+    from services.settings import get_settings
+    from services.store.engine import make_engine, make_session_factory
+    from services.store.migrate import upgrade_database
+    from services.store.projects import get_project, list_api_keys
+
+    def when(seconds: float | None) -> str:
+        return "-" if seconds is None else datetime.datetime.fromtimestamp(seconds).isoformat(timespec="seconds")
+
+    url = get_settings().resolved_database_url
+    upgrade_database(url)
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine)() as session:
+            project_id = None
+            if project is not None:
+                row = get_project(session, project)
+                if row is None:
+                    typer.echo(f"error: no project '{project}'", err=True)
+                    raise typer.Exit(1)
+                project_id = row.id
+            for key in list_api_keys(session, project_id):
+                typer.echo(f"{key.id}\t{key.prefix}…\t{key.project_id}\t{key.name or '-'}\t"
+                           f"created {when(key.created_at)}\trevoked {when(key.revoked_at)}")
+    finally:
+        engine.dispose()

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -101,3 +102,74 @@ def test_keys_command_prints_the_key_last_and_it_works(server, tmp_path):
     migrate = subprocess.run([sys.executable, "-m", "services.cli.main", "migrate"], env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=60)
     assert migrate.returncode == 0 and "revision 0001" in migrate.stdout, migrate.stderr
+
+
+def _wait_for_status(client, path: str, status: int, timeout: float = 2.0) -> float:
+    """Seconds until `path` answers `status` (polling); fails after `timeout`."""
+    started = time.monotonic()
+    while True:
+        if client.get(path).status_code == status:
+            return time.monotonic() - started
+        assert time.monotonic() - started < timeout, f"{path} still not {status} after {timeout}s"
+        time.sleep(0.01)
+
+
+def test_revoked_key_is_refused_at_once(server, tmp_path):
+    import secrets
+
+    on_postgres = server.database_url.startswith("postgresql")
+    # The key cache is what could let a revoked key through; it is on exactly where revocations are heard.
+    assert server.app.state.alignd.keys.enabled == on_postgres
+    with server.client(server.admin_key) as admin:
+        project = admin.post("/v1/projects", json={"name": f"revoke-{secrets.token_hex(3)}"}).json()
+        keys = [admin.post(f"/v1/projects/{project['id']}/api_keys", json={"name": name}).json()
+                for name in ("by-api", "by-cli")]
+        for key in keys:
+            with server.client(key["key"]) as client:  # used once: now cached
+                assert client.get("/v1/fine_tuning/jobs").status_code == 200
+
+        # Through the admin API: this process forgets the key before answering.
+        revoked = admin.delete(f"/v1/projects/{project['id']}/api_keys/{keys[0]['id']}")
+        assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+        with server.client(keys[0]["key"]) as client:
+            response = client.get("/v1/fine_tuning/jobs")
+            assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+        with server.client(keys[1]["key"]) as client:
+            assert client.get("/v1/fine_tuning/jobs").status_code == 200  # the other key still works
+        listed = {row["id"]: row for row in admin.get(f"/v1/projects/{project['id']}/api_keys").json()["data"]}
+        assert listed[keys[0]["id"]]["revoked_at"] and listed[keys[1]["id"]]["revoked_at"] is None
+        missing = admin.delete(f"/v1/projects/{project['id']}/api_keys/key-missing")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "api_key_not_found"
+
+    # From another process, by the shown prefix: on Postgres the commit's notice reaches the server's listener.
+    env = {**os.environ, "ALIGND_DATABASE_URL": server.database_url, "ALIGND_HOME": str(tmp_path)}
+    cli = [sys.executable, "-m", "services.cli.main", "keys"]
+    ambiguous = subprocess.run([*cli, "revoke", "ak-"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                               timeout=60)
+    assert ambiguous.returncode == 1 and "no API key" in ambiguous.stderr
+    result = subprocess.run([*cli, "revoke", keys[1]["prefix"]], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and keys[1]["id"] in result.stdout, result.stderr
+    with server.client(keys[1]["key"]) as client:
+        assert _wait_for_status(client, "/v1/fine_tuning/jobs", 401) < 1.0
+    listing = subprocess.run([*cli, "list", "--project", project["name"]], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0 and listing.stdout.count("revoked 20") == 2, listing.stdout
+
+
+def test_key_cache_never_keeps_a_key_revoked_during_its_lookup():
+    from services.api.auth import KeyCache
+    from services.store.models import Project
+
+    cache, project = KeyCache(), Project(id="proj-x", name="x", created_at=0.0)
+    cache.put("h", project, cache.generation)
+    assert cache.get("h") is None  # off until a listener enables it
+    cache.enable()
+    started = cache.generation  # a lookup begins...
+    cache.forget("h")  # ...the key is revoked meanwhile...
+    cache.put("h", project, started)  # ...and the lookup's answer arrives late
+    assert cache.get("h") is None
+    cache.put("h", project, cache.generation)
+    assert cache.get("h") is project
+    cache.disable()
+    assert cache.get("h") is None

@@ -100,3 +100,32 @@ def test_pause_resume_cancel_running_job(server, project_key):
         messages = [e["message"] for e in client.get(f"/v1/fine_tuning/jobs/{job['id']}/events",
                                                      params={"limit": 100}).json()["data"]]
         assert messages[0] == "The job was cancelled" and "Pause requested" in messages
+
+
+def test_succeeded_job_has_a_csv_results_file(server, project_key):
+    with server.client(project_key) as client:
+        job = client.post("/v1/fine_tuning/jobs", json={"model": "alignd-tiny", "training_file": _upload(client, SFT),
+                                                        "priority": 1000}).json()
+        assert job["result_files"] == []
+        claimed = queue.claim_next_job(server.sessions, "w-results", 30)
+        assert claimed.id == job["id"]
+        queue.record_metrics(server.sessions, job["id"], 1, {"loss": 2.5, "learning_rate": 1e-4})
+        queue.record_metrics(server.sessions, job["id"], 2, {"loss": 2.25, "eval_loss": 2.4})
+        assert client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["result_files"] == []  # running
+        queue.complete_job(server.sessions, job["id"], "w-results", attempt=claimed.attempt)
+
+        (file_id,) = client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["result_files"]
+        assert file_id in [row["result_files"][0] for row in client.get("/v1/fine_tuning/jobs").json()["data"]
+                           if row["result_files"]]
+        content = client.get(f"/v1/files/{file_id}/content")
+        assert content.status_code == 200 and content.headers["content-type"].startswith("text/csv")
+        assert content.text == "step,eval_loss,learning_rate,loss\n1,,0.0001,2.5\n2,2.4,,2.25\n"
+        meta = client.get(f"/v1/files/{file_id}").json()
+        assert meta["purpose"] == "fine-tune-results" and meta["bytes"] == len(content.content)
+        assert meta["num_examples"] == 2 and meta["filename"] == "step_metrics.csv"
+        refused = client.delete(f"/v1/files/{file_id}")
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "results_file_not_deletable"
+        assert client.get("/v1/files/file-results-000000000000000000000000/content").status_code == 404
+    with server.client(server.admin_key) as other_project:
+        assert other_project.get(f"/v1/files/{file_id}").status_code == 404
+        assert other_project.get(f"/v1/files/{file_id}/content").status_code == 404

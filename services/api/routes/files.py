@@ -1,15 +1,17 @@
-"""/v1/files: upload (streamed, size-limited, validated), list, retrieve, content, delete."""
+"""/v1/files: upload (streamed, size-limited, validated), list, retrieve, content, delete; jobs' results files."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from alignment_core.data.formats import DataFormatError, FormatReport, validate_file
 from services.api.deps import ContextDep, CurrentProject, SessionDep
 from services.api.errors import ApiError, bad_request, not_found
+from services.api.result_files import RESULTS_FILENAME, is_results_file, results_csv, results_file_fields, results_job
 from services.api.schemas import FilePublic, ListPublic
 from services.api.uploads import receive_upload
 from services.store.files import add_file, delete_file, get_file, list_files
@@ -69,6 +71,9 @@ def list_project_files(session: SessionDep, project: CurrentProject, purpose: st
 
 @router.get("/{file_id}", response_model=FilePublic)
 def retrieve_file(file_id: str, session: SessionDep, project: CurrentProject) -> FilePublic:
+    if is_results_file(file_id):
+        job = _results_job_or_404(session, project.id, file_id)
+        return FilePublic(**results_file_fields(job, *results_csv(session, job.id)))
     row = get_file(session, project.id, file_id)
     if row is None:
         raise not_found("file", file_id)
@@ -77,6 +82,11 @@ def retrieve_file(file_id: str, session: SessionDep, project: CurrentProject) ->
 
 @router.get("/{file_id}/content")
 def file_content(file_id: str, session: SessionDep, project: CurrentProject, context: ContextDep):
+    if is_results_file(file_id):
+        job = _results_job_or_404(session, project.id, file_id)
+        content, _ = results_csv(session, job.id)
+        return Response(content, media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{RESULTS_FILENAME}"'})
     row = get_file(session, project.id, file_id)
     if row is None:
         raise not_found("file", file_id)
@@ -93,6 +103,10 @@ def file_content(file_id: str, session: SessionDep, project: CurrentProject, con
 
 @router.delete("/{file_id}")
 def remove_file(file_id: str, session: SessionDep, project: CurrentProject, context: ContextDep) -> dict:
+    if is_results_file(file_id):
+        _results_job_or_404(session, project.id, file_id)
+        raise bad_request("A results file is a view of its job's metrics; it cannot be deleted on its own",
+                          "file_id", code="results_file_not_deletable")
     row = get_file(session, project.id, file_id)
     if row is None:
         raise not_found("file", file_id)
@@ -105,3 +119,10 @@ def remove_file(file_id: str, session: SessionDep, project: CurrentProject, cont
     if in_use is None:
         context.blobs.delete(row.storage_key)
     return {"id": file_id, "object": "file", "deleted": True}
+
+
+def _results_job_or_404(session: Session, project_id: str, file_id: str) -> Job:
+    job = results_job(session, project_id, file_id)
+    if job is None:
+        raise not_found("file", file_id)
+    return job

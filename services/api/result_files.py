@@ -1,0 +1,57 @@
+"""A succeeded job's results file, as OpenAI returns one: a CSV of its step metrics, purpose `fine-tune-results`.
+
+The file is a view of the job's metrics rows, not a stored upload: its id is derived from the job's, and it is
+rendered when read (`/v1/files/{id}`, `/v1/files/{id}/content`), so it always matches what the worker reported
+and no worker has to write it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from services.store import jobs as job_store
+from services.store.models import Job
+
+RESULTS_FILE_PREFIX = "file-results-"
+JOB_PREFIX = "ftjob-"
+RESULTS_PURPOSE = "fine-tune-results"
+RESULTS_FILENAME = "step_metrics.csv"
+
+
+def results_file_ids(job: Any) -> list[str]:
+    """The job's `result_files`: one results file once it succeeded, none before."""
+    return [RESULTS_FILE_PREFIX + job.id.removeprefix(JOB_PREFIX)] if job.status == "succeeded" else []
+
+
+def is_results_file(file_id: str) -> bool:
+    return file_id.startswith(RESULTS_FILE_PREFIX)
+
+
+def results_job(session: Session, project_id: str, file_id: str) -> Job | None:
+    """The succeeded job of this project whose results file `file_id` is, or None."""
+    job = job_store.get_job(session, project_id, JOB_PREFIX + file_id.removeprefix(RESULTS_FILE_PREFIX))
+    return job if job is not None and job.status == "succeeded" else None
+
+
+def results_csv(session: Session, job_id: str) -> tuple[bytes, int]:
+    """The CSV (``step`` then every metric name, sorted; empty where a step lacks one) and its number of rows."""
+    rows = job_store.all_metrics(session, job_id)
+    names = sorted({name for row in rows for name in row.metrics})
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["step", *names])
+    for row in rows:
+        writer.writerow([row.step, *(row.metrics.get(name, "") for name in names)])
+    return text.getvalue().encode(), len(rows)
+
+
+def results_file_fields(job: Job, content: bytes, steps: int) -> dict[str, Any]:
+    """The FilePublic fields of a results file."""
+    return {"id": results_file_ids(job)[0], "bytes": len(content), "created_at": int(job.finished_at or job.created_at),
+            "filename": RESULTS_FILENAME, "purpose": RESULTS_PURPOSE, "status": "processed", "format": "csv",
+            "num_examples": steps, "sha256": hashlib.sha256(content).hexdigest()}
