@@ -25,6 +25,10 @@ CASES: dict[str, Case] = {
     "sft_lora": Case("sft_lora", "supervised", True, 8, 1024),
     "rm_lora": Case("rm_lora", "reward_model", True, 8, 512),
     "dpo_lora": Case("dpo_lora", "dpo", True, 8, 512),
+    # The same optimizer step (32 sequences) from smaller or larger micro-batches: what the planner chooses.
+    "sft_lora_ga4": Case("sft_lora_ga4", "supervised", True, 8, 1024, 4),
+    "sft_lora_b16": Case("sft_lora_b16", "supervised", True, 16, 1024, 2),
+    "sft_lora_b32": Case("sft_lora_b32", "supervised", True, 32, 1024, 1),
 }
 # Which implementations each case measures; the first is the baseline the others are compared with.
 IMPLS: dict[str, tuple[str, ...]] = {
@@ -32,12 +36,16 @@ IMPLS: dict[str, tuple[str, ...]] = {
     "sft_lora": ("trl", "alignd", "alignd_compile", "stage"),
     "rm_lora": ("trl", "alignd", "stage"),
     "dpo_lora": ("trl", "alignd", "stage"),
+    "sft_lora_ga4": ("stage",),
+    "sft_lora_b16": ("stage",),
+    "sft_lora_b32": ("stage",),
     "qlora_8b": ("plain_ckpt", "plain_nockpt", "alignd", "alignd_compile", "stage"),
     "ppo_lora": ("trl112", "stage", "stage_m32", "stage_serve"),
 }
 SHAPE_OF = {"qlora_8b": "llama-8b", "ppo_lora": "llama-1b-v512"}
 TINY_CASES = {
-    name: Case(c.name, c.method, c.lora, 2, 64 if c.method == "supervised" else 48) for name, c in CASES.items()
+    name: Case(c.name, c.method, c.lora, 2, 64 if c.method == "supervised" else 48, c.accumulation)
+    for name, c in CASES.items()
 }
 
 

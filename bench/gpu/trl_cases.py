@@ -20,6 +20,7 @@ class Case:
     lora: bool
     batch: int
     seq: int  # tokens per sequence (per side for preference pairs)
+    accumulation: int = 1  # micro-batches per optimizer step (the stage variants only)
 
 
 def case_spec(case: Case, ctx: dict, max_steps: int):
@@ -35,7 +36,13 @@ def case_spec(case: Case, ctx: dict, max_steps: int):
             "method": case.method,
             "model": model,
             "data": {"train_files": [data_file], "max_length": case.seq, "max_prompt_length": prompt_max},
-            "training": {"batch_size": case.batch, "max_steps": max_steps, "logging_steps": 1, "seed": 0},
+            "training": {
+                "batch_size": case.batch,
+                "gradient_accumulation_steps": case.accumulation,
+                "max_steps": max_steps,
+                "logging_steps": 1,
+                "seed": 0,
+            },
             "distribution": {"gpus_per_worker": 1 if ctx["device"] == "cuda" else 0},
         }
     )
@@ -173,7 +180,7 @@ def run_stage(case: Case, ctx: dict) -> dict:
     clock.marks.append(started)
     result = run_alignd_stage(spec, context)
     # Every benchmark row is longer than max_length, so each sequence is cut to it.
-    tokens = case.batch * case.seq * (1 if case.method == "supervised" else 2)
+    tokens = case.batch * case.accumulation * case.seq * (1 if case.method == "supervised" else 2)
     shape = ctx["shape"]
     full = not case.lora
     flops = flops_per_token(ctx["params"], full, shape["layers"], shape["hidden"], case.seq)
