@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,14 @@ def install_error_handlers(app: FastAPI) -> None:
         message = {404: "Unknown URL", 405: "Method not allowed for this URL"}.get(error.status_code, str(error.detail))
         return error_response(error.status_code, message, code={404: "unknown_url", 405: "method_not_allowed"}
                               .get(error.status_code), headers=getattr(error, "headers", None))
+
+    @app.exception_handler(DataError)
+    async def _unstorable_value(_request: Request, error: DataError) -> JSONResponse:
+        # The database refused a value the request carried (a NUL character, a number or string out of the
+        # column's range): bad input that validation let through, so the client hears 400, not 500.
+        log.info("database refused a request value: %s", error.orig)
+        message = str(error.orig).splitlines()[0] if error.orig is not None else "invalid value"
+        return error_response(400, f"A value in the request cannot be stored: {message}", code="invalid_value")
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, error: Exception) -> JSONResponse:

@@ -28,7 +28,7 @@ from alignment_core.specs import (
     describe_validation_error,
 )
 from services.api.errors import ApiError, bad_request
-from services.api.schemas import JobCreate
+from services.api.schemas import SEED_RANGE, JobCreate
 from services.settings import get_settings
 from services.store.files import file_format
 from services.store.jobs import find_job_by_output
@@ -219,6 +219,8 @@ def build_new_job(session: Session, project: Project, body: JobCreate, job_id: s
         validated = _validate_spec(_deep_merge(validated.model_dump(mode="json"), {
             "training": {"learning_rate": validated.training.learning_rate * multiplier}}), from_override=False)
 
+    if not SEED_RANGE["ge"] <= validated.training.seed <= SEED_RANGE["le"]:
+        raise bad_request("spec.training.seed must fit in a signed 64-bit integer", "spec.training.seed")
     for index, file_id in enumerate(validated.data.train_files):
         _check_file(session, project, file_id, method_type, "training_file" if index == 0 else "spec.data.train_files")
     for file_id in validated.data.eval_files:

@@ -9,6 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.api.result_files import results_file_ids
 from services.store.models import ApiKey, Checkpoint, File, Job, JobEvent, JobMetric, Pipeline, Project, RegisteredModel
 
+# Bounds of the jobs table's columns: a signed 64-bit seed, file ids of 64 characters, and 1,000 for the model
+# name and for the output name built from it (``ft:<model>:<suffix>:<job id>``).
+SEED_RANGE = {"ge": -(2**63), "le": 2**63 - 1}
+MODEL_NAME_MAX = 800
+FILE_ID_MAX = 64
+
 
 class CreateModel(BaseModel):
     """Unknown fields are rejected with 400 naming them, never ignored."""
@@ -19,13 +25,14 @@ class CreateModel(BaseModel):
 class JobCreate(CreateModel):
     """OpenAI's create body plus alignd's extensions (sent by the SDK through ``extra_body``)."""
 
-    model: str = Field(..., min_length=1, description="Base model, 'alignd-tiny', or another job's id / output.")
-    training_file: str = Field(..., min_length=1)
-    validation_file: str | None = None
+    model: str = Field(..., min_length=1, max_length=MODEL_NAME_MAX,
+                       description="Base model, 'alignd-tiny', or another job's id / output.")
+    training_file: str = Field(..., min_length=1, max_length=FILE_ID_MAX)
+    validation_file: str | None = Field(None, max_length=FILE_ID_MAX)
     method: dict[str, Any] | None = Field(None, description="{type, <type>: {hyperparameters, ...}}")
     hyperparameters: dict[str, Any] | None = Field(None, description="Legacy top-level hyperparameters.")
     suffix: str | None = Field(None, max_length=64)
-    seed: int | None = None
+    seed: int | None = Field(None, **SEED_RANGE)
     metadata: dict[str, str] | None = Field(None, max_length=16)
     integrations: list[dict[str, Any]] | None = None
     # alignd extensions
@@ -52,10 +59,12 @@ class JobCreate(CreateModel):
 
 class PipelineStage(CreateModel):
     method: str | dict[str, Any]
-    training_file: str
-    validation_file: str | None = None
-    model: str | None = Field(None, description="Default: the previous policy stage's output (or the base).")
-    reward_model: str | None = Field(None, description="PPO: default the latest reward_model stage's output.")
+    training_file: str = Field(..., max_length=FILE_ID_MAX)
+    validation_file: str | None = Field(None, max_length=FILE_ID_MAX)
+    model: str | None = Field(None, max_length=MODEL_NAME_MAX,
+                              description="Default: the previous policy stage's output (or the base).")
+    reward_model: str | None = Field(None, max_length=MODEL_NAME_MAX,
+                                     description="PPO: default the latest reward_model stage's output.")
     hyperparameters: dict[str, Any] | None = None
     suffix: str | None = Field(None, max_length=64)
     extensions: dict[str, Any] | None = Field(None, description="Extension fields of JobCreate for this stage.")
@@ -63,10 +72,10 @@ class PipelineStage(CreateModel):
 
 class PipelineCreate(CreateModel):
     name: str | None = Field(None, max_length=200)
-    model: str = Field(..., min_length=1)
+    model: str = Field(..., min_length=1, max_length=MODEL_NAME_MAX)
     stages: list[PipelineStage] = Field(..., min_length=1, max_length=10)
     suffix: str | None = Field(None, max_length=64)
-    seed: int | None = None
+    seed: int | None = Field(None, **SEED_RANGE)
     metadata: dict[str, str] | None = None
     priority: int = Field(0, ge=-1000, le=1000)
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.api.deps import AppContext, AutocommitSessionDep, ContextDep, CurrentProject, SessionDep
+from services.api.deps import AppContext, ContextDep, CurrentProject, SessionDep
 from services.api.errors import ApiError, bad_request, not_found
 from services.api.job_requests import body_hash, build_new_job
 from services.api.schemas import (
@@ -23,7 +23,7 @@ from services.api.schemas import (
 )
 from services.store import jobs as job_store
 from services.store.lifecycle import InvalidTransition
-from services.store.models import JOB_STATUSES, Job, new_id
+from services.store.models import JOB_STATUSES, Job, Project, new_id
 from services.store.queue import DependencyFailed, NewJob, enqueue_job
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning jobs"])
@@ -50,8 +50,16 @@ def _replay(existing: Job, digest: str) -> JobPublic:
 
 
 @router.post("", response_model=JobPublic)
-def create_job(body: JobCreate, session: AutocommitSessionDep, project: CurrentProject, context: ContextDep,
+def create_job(body: JobCreate, context: ContextDep, project: CurrentProject,
                idempotency_key: Annotated[str | None, Header(max_length=300)] = None) -> Response:
+    # Autocommit: the checks read outside a transaction (as READ COMMITTED would have them anyway) and the job is
+    # one self-committing statement, unless it waits on other jobs (see _insert).
+    with context.open_session(autocommit=True) as session:
+        return _create_job(session, context, project, body, idempotency_key)
+
+
+def _create_job(session: Session, context: AppContext, project: Project, body: JobCreate,
+                idempotency_key: str | None) -> Response:
     digest = body_hash(body.model_dump(mode="json", exclude_unset=True)) if idempotency_key else None
     if idempotency_key:
         existing = job_store.get_job_by_idempotency_key(session, project.id, idempotency_key)
@@ -75,8 +83,8 @@ def create_job(body: JobCreate, session: AutocommitSessionDep, project: CurrentP
 
 
 def _insert(session: Session, context: AppContext, new_job: NewJob) -> Job:
-    """Enqueue: one self-committing statement on Postgres when the job waits on no other job (the checks above
-    read outside any transaction, as READ COMMITTED would have them anyway); a transaction otherwise."""
+    """Enqueue: one self-committing statement on Postgres when the job waits on no other job; a transaction
+    otherwise (several statements), and always on SQLite (whose session is already a transaction)."""
     if new_job.depends_on and context.read_sessions is not None:
         with context.sessions.begin() as transaction:
             return enqueue_job(transaction, new_job)
@@ -101,19 +109,22 @@ def _metadata_filter(request: Request, raw: str | None) -> dict[str, str] | None
 
 
 @router.get("", response_model=ListPublic)
-def list_jobs(request: Request, session: SessionDep, project: CurrentProject, after: str | None = None,
+def list_jobs(request: Request, context: ContextDep, project: CurrentProject, after: str | None = None,
               limit: int = Query(20, ge=1, le=1000), status: str | None = None,
               metadata: str | None = Query(None, description='JSON object, e.g. {"team":"nlp"}')) -> Response:
     if status is not None and status not in JOB_STATUSES:
         raise bad_request(f"status must be one of {list(JOB_STATUSES)}", "status")
-    rows, has_more = job_store.list_jobs(session, project.id, after=after, limit=limit, status=status,
-                                         metadata=_metadata_filter(request, metadata))
+    metadata_filter = _metadata_filter(request, metadata)
+    with context.open_session(autocommit=True) as session:
+        rows, has_more = job_store.list_jobs(session, project.id, after=after, limit=limit, status=status,
+                                             metadata=metadata_filter)
     return _json(ListPublic(data=[JobPublic.from_row(row) for row in rows], has_more=has_more))
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def retrieve_job(job_id: str, session: SessionDep, project: CurrentProject) -> Response:
-    return _json(JobPublic.from_row(_job_or_404(session, project.id, job_id)))
+def retrieve_job(job_id: str, context: ContextDep, project: CurrentProject) -> Response:
+    with context.open_session(autocommit=True) as session:
+        return _json(JobPublic.from_row(_job_or_404(session, project.id, job_id)))
 
 
 def _transition(session: Session, project_id: str, job_id: str, change) -> JobPublic:
@@ -145,7 +156,7 @@ def _cursor(value: str | None, prefix: str, param: str = "after") -> int | None:
     if value is None:
         return None
     number = value.removeprefix(prefix)
-    if not number.isdigit():
+    if not number.isascii() or not number.isdigit() or len(number) > 18:  # ids are 64-bit
         raise bad_request(f"after must be an id like '{prefix}123'", param)
     return int(number)
 
@@ -168,7 +179,7 @@ def list_job_checkpoints(job_id: str, session: SessionDep, project: CurrentProje
 
 @router.get("/{job_id}/metrics", response_model=ListPublic)
 def list_job_metrics(job_id: str, session: SessionDep, project: CurrentProject,
-                     after_step: int | None = Query(None, ge=-1),
+                     after_step: int | None = Query(None, ge=-1, le=2**31 - 1),
                      limit: int = Query(100, ge=1, le=10000)) -> Response:
     _job_or_404(session, project.id, job_id)
     rows, has_more = job_store.list_metrics(session, job_id, after_step=after_step, limit=limit)
