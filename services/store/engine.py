@@ -51,24 +51,31 @@ def _make_sqlite_transactions_immediate(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-_autocommit_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+_autocommit_engines: weakref.WeakKeyDictionary[Engine, dict[bool, Engine]] = weakref.WeakKeyDictionary()
 
 
-def autocommit_engine(engine: Engine) -> Engine:
+def autocommit_engine(engine: Engine, durable: bool = True) -> Engine:
     """An engine on `engine`'s database whose pooled connections stay in autocommit, for one-statement work.
 
     A pool of its own, not ``engine.execution_options(isolation_level=...)``: that switches each connection into
     autocommit at checkout and back, with a rollback, at checkin, which cost a fifth of a small request's CPU.
     Nothing is rolled back on return: an autocommit connection has no transaction to end. Disposed with `engine`.
+    ``durable=False`` (Postgres): its connections run with ``synchronous_commit = off``, so a commit does not wait
+    for the WAL flush; a crash of the database server may then lose the last ~0.6 s of such commits (never
+    corrupt them). Only for writes whose loss the protocol already survives (see queue_pg).
     """
-    autocommit = _autocommit_engines.get(engine)
+    engines = _autocommit_engines.get(engine)
+    if engines is None:
+        engines = _autocommit_engines[engine] = {}
+        event.listen(engine, "engine_disposed", lambda _engine: [child.dispose() for child in engines.values()])
+    autocommit = engines.get(durable)
     if autocommit is None:
         pool = engine.pool
-        autocommit = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None,
-                                   pool_size=pool.size(), max_overflow=getattr(pool, "_max_overflow", 10),
-                                   pool_recycle=1800, pool_pre_ping=False)
-        _autocommit_engines[engine] = autocommit
-        event.listen(engine, "engine_disposed", lambda _engine: autocommit.dispose())
+        connect_args = {} if durable else {"options": "-c synchronous_commit=off"}
+        autocommit = engines[durable] = create_engine(
+            engine.url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, pool_size=pool.size(),
+            max_overflow=getattr(pool, "_max_overflow", 10), pool_recycle=1800, pool_pre_ping=False,
+            connect_args=connect_args)
     return autocommit
 
 

@@ -22,6 +22,7 @@ call runs and commits its own transaction unless it takes a ``Session``):
 - ``wait_for_jobs(engine, timeout)``: sleep until a job is enqueued (LISTEN/NOTIFY) or timeout.
 
 On Postgres, claim / renew / complete / fail are one autocommit statement each (``services.store.queue_pg``);
+claims and renewals commit without waiting for the WAL flush (safe to lose: see ``queue_pg.RELAXED_CLAIMS``).
 SQLite runs the same semantics as several statements in one ``BEGIN IMMEDIATE`` transaction.
 """
 
@@ -182,16 +183,18 @@ def enqueue_jobs(session: Session, jobs: list[NewJob]) -> list[str]:
 def _enqueue_statement() -> Any:
     """One statement on Postgres: the job, its creation event and the wake-up notice, the row read back.
 
-    Built once with bind parameters: constructing a CTE per call costs more CPU than running it."""
+    Built once with bind parameters: constructing a CTE per call costs more CPU than running it. Only ``seq`` comes
+    back: every other value is the caller's own, and reading the JSON columns back cost a third of a create."""
     jobs_table, events_table = Job.__table__, JobEvent.__table__
     values = {column.name: bindparam(column.name, type_=column.type) for column in jobs_table.c if column.name != "seq"}
-    new_job = insert(jobs_table).values(values).returning(*jobs_table.c).cte("new_job")
+    new_job = insert(jobs_table).values(values).returning(jobs_table.c.seq, jobs_table.c.id,
+                                                          jobs_table.c.created_at).cte("new_job")
     logged = insert(events_table).from_select(
         ["job_id", "level", "type", "message", "data", "created_at"],
         select(new_job.c.id, literal("info"), literal("message"), bindparam("event_message", type_=Text()),
                null(), new_job.c.created_at),
     ).cte("logged")
-    return select(new_job, func.pg_notify(NOTIFY_CHANNEL, "")).add_cte(logged)
+    return select(new_job.c.seq, func.pg_notify(NOTIFY_CHANNEL, "")).add_cte(logged)
 
 
 def enqueue_job(session: Session, job: NewJob) -> Job:
@@ -200,15 +203,19 @@ def enqueue_job(session: Session, job: NewJob) -> Job:
         (job_id,) = enqueue_jobs(session, [job])
         return session.execute(select(Job).where(Job.id == job_id)).scalar_one()
     (row,), _, (event,) = _job_rows(session, [job])
-    unset = {column.name: None for column in Job.__table__.c if column.name != "seq"}
-    created = session.execute(_enqueue_statement(), {**unset, **row, "event_message": event["message"]}).one()._mapping
-    return Job(**{attribute.key: created[attribute.columns[0].name] for attribute in Job.__mapper__.column_attrs})
+    values = {**_UNSET_COLUMNS, **row}
+    values["seq"] = session.execute(_enqueue_statement(), {**values, "event_message": event["message"]}).scalar_one()
+    return Job(**{attribute.key: values[attribute.columns[0].name] for attribute in Job.__mapper__.column_attrs})
+
+
+_UNSET_COLUMNS = {column.name: None for column in Job.__table__.c if column.name != "seq"}
 
 
 def claim_jobs(sessions: SessionFactory, worker_id: str, lease_seconds: float, limit: int = 1) -> list[ClaimedJob]:
     """Lease up to `limit` runnable jobs to `worker_id`, highest priority first, then oldest."""
     if _on_postgres(sessions):
-        claimed = queue_pg.execute_once(sessions, lambda c: queue_pg.claim(c, worker_id, lease_seconds, limit))
+        claimed = queue_pg.execute_once(sessions, lambda c: queue_pg.claim(c, worker_id, lease_seconds, limit),
+                                         durable=False)
         if not claimed:
             with sessions.begin() as session:
                 # Safety net for a dependency that finished while its dependent was being inserted.
@@ -296,7 +303,8 @@ def renew_lease(sessions: SessionFactory, job_id: str, worker_id: str, attempt: 
                 lease_seconds: float = 30.0) -> LeaseFlags:
     """Extend the lease; returns the cancel / pause flags. Raises LeaseLost if the job is no longer ours."""
     if _on_postgres(sessions):
-        row = queue_pg.execute_once(sessions, lambda c: queue_pg.renew(c, job_id, worker_id, attempt, lease_seconds))
+        row = queue_pg.execute_once(sessions, lambda c: queue_pg.renew(c, job_id, worker_id, attempt, lease_seconds),
+                                    durable=False)
         if row is None:
             raise LeaseLost(job_id, worker_id, attempt)
         return LeaseFlags(cancel_requested=bool(row.cancel_requested), pause_requested=bool(row.pause_requested))

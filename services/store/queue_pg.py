@@ -25,27 +25,37 @@ _JSON = Job.__table__.c.result.type
 _WAITING = "('validating_files', 'queued', 'paused')"
 
 
+# Claims and lease renewals commit without waiting for the WAL flush (synchronous_commit = off): a single worker
+# pays two commits per job, and the flush was most of each. Losing one in a database crash is safe: a lost claim
+# leaves the job queued (the claimer's renew and complete find another owner and raise LeaseLost; the job runs
+# again), a lost renewal shortens a lease the next renewal extends or, at worst, hands the job to another worker
+# with the same fencing. Completions, failures and everything a client wrote stay durable.
+RELAXED_CLAIMS = True
+
+
 @contextmanager
-def autocommit_connection(sessions: SessionFactory) -> Iterator[Connection]:
+def autocommit_connection(sessions: SessionFactory, durable: bool = True) -> Iterator[Connection]:
     """A pooled connection in autocommit mode on the database behind `sessions`."""
-    with autocommit_engine(sessions.kw["bind"]).connect() as connection:
+    with autocommit_engine(sessions.kw["bind"], durable=durable).connect() as connection:
         yield connection
 
 
-def execute_once(sessions: SessionFactory, operation: Callable[[Connection], T]) -> T:
+def execute_once(sessions: SessionFactory, operation: Callable[[Connection], T], durable: bool = True) -> T:
     """Run a one-statement operation; retried once on a fresh connection if the pooled one was dropped.
 
     The pool does not ping connections, so the first use after a server restart fails with a disconnect. A
     statement whose connection broke before it committed had no effect; one that committed and lost only its
     answer leaves a lease that expires (claim, renew) or a finished job the retry reports as ``LeaseLost``.
+    ``durable=False`` is for claims and renewals only (see RELAXED_CLAIMS).
     """
+    durable = durable or not RELAXED_CLAIMS
     try:
-        with autocommit_connection(sessions) as connection:
+        with autocommit_connection(sessions, durable) as connection:
             return operation(connection)
     except DBAPIError as error:
         if not error.connection_invalidated:
             raise
-    with autocommit_connection(sessions) as connection:
+    with autocommit_connection(sessions, durable) as connection:
         return operation(connection)
 
 
