@@ -56,5 +56,9 @@ def resolve_spec(
 
 def reward_model_to_serve(spec: JobSpec) -> bool:
     """PPO whose reward is a model: the workers serve it with Ray Serve instead of loading it in-process."""
-    return spec.method.type == "ppo" and spec.method.reward.type in ("model", "serve") \
-        and spec.method.reward.model is not None and spec.method.reward.application is None
+    return (
+        spec.method.type == "ppo"
+        and spec.method.reward.type in ("model", "serve")
+        and spec.method.reward.model is not None
+        and spec.method.reward.application is None
+    )

@@ -23,6 +23,5 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> str:
         if address:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                     _node_ip_address="127.0.0.1")
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     return ray.get_runtime_context().gcs_address

@@ -34,8 +34,11 @@ def test_sft_with_zero2_on_two_ray_workers(sqlite_stack, uploaded, tiny_model_di
     assert len(losses) == MAX_STEPS and all(loss == loss and loss > 0 for loss in losses)
     # The checkpoints are DeepSpeed's (per-rank ZeRO optimizer shards), saved in shared storage.
     newest = max(client.checkpoints(job["id"]), key=lambda row: row["step_number"])
-    shards = list(sqlite_stack.storage_dir.glob(f"jobs/{job['id']}/attempt-1/checkpoints/"
-                                                f"checkpoint-{newest['step_number']}/**/*optim_states.pt"))
+    shards = list(
+        sqlite_stack.storage_dir.glob(
+            f"jobs/{job['id']}/attempt-1/checkpoints/checkpoint-{newest['step_number']}/**/*optim_states.pt"
+        )
+    )
     assert len(shards) == 2, f"expected a ZeRO optimizer shard per rank, found {shards}"
     # Both workers' CPUs are back once the job ended.
     assert ray.available_resources().get("CPU", 0) >= 2

@@ -31,8 +31,6 @@ BIN = Path(sys.executable).parent
 ADMIN_KEY = "sk-alignd-production-test"
 
 
-
-
 def stop_sessions(processes: list[subprocess.Popen], timeout_s: float = 30) -> None:
     """SIGTERM the process groups we started (all at once), then SIGKILL whatever of their sessions is left."""
     for process in processes:
@@ -52,14 +50,36 @@ def ray_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """A `ray start --head` cluster of 2 CPUs on 127.0.0.1; its address and the env its clients need."""
     port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's unix socket paths must fit 107 bytes
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
-         "--include-dashboard=false", "--node-ip-address", "127.0.0.1", "--temp-dir", temp_dir,
-         "--disable-usage-stats"],
-        env=env, stdout=(tmp_path / "ray-head.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--include-dashboard=false",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--temp-dir",
+            temp_dir,
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=(tmp_path / "ray-head.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         yield f"127.0.0.1:{port}", env
     finally:
@@ -67,22 +87,38 @@ def ray_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_separate_api_and_dispatcher_on_postgres_with_a_ray_head(ray_head, postgres_url, tmp_path, demo_data,
-                                                                  tiny_model_dir, alignd_home):
+def test_separate_api_and_dispatcher_on_postgres_with_a_ray_head(
+    ray_head, postgres_url, tmp_path, demo_data, tiny_model_dir, alignd_home
+):
     address, ray_env = ray_head
     storage = tmp_path / "shared-storage"
     port = free_port()
-    env = {**ray_env, "ALIGND_DATABASE_URL": postgres_url, "ALIGND_STORAGE_URI": str(storage),
-           "ALIGND_ADMIN_KEY": ADMIN_KEY, "ALIGND_HOME": str(alignd_home), "ALIGND_LOG_LEVEL": "WARNING",
-           "ALIGND_RAY_ADDRESS": address}
+    env = {
+        **ray_env,
+        "ALIGND_DATABASE_URL": postgres_url,
+        "ALIGND_STORAGE_URI": str(storage),
+        "ALIGND_ADMIN_KEY": ADMIN_KEY,
+        "ALIGND_HOME": str(alignd_home),
+        "ALIGND_LOG_LEVEL": "WARNING",
+        "ALIGND_RAY_ADDRESS": address,
+    }
     subprocess.run([str(BIN / "alignd"), "migrate"], env=env, cwd=REPO, check=True, capture_output=True)
     processes = []
     try:
-        for name, command in (("api", ["serve", "--port", str(port), "--log-level", "warning"]),
-                              ("worker", ["worker", "--worker-id", "prod-dispatcher"])):
-            processes.append(subprocess.Popen(
-                [str(BIN / "alignd"), *command], env=env, cwd=REPO, start_new_session=True,
-                stdout=(tmp_path / f"{name}.log").open("wb"), stderr=subprocess.STDOUT))
+        for name, command in (
+            ("api", ["serve", "--port", str(port), "--log-level", "warning"]),
+            ("worker", ["worker", "--worker-id", "prod-dispatcher"]),
+        ):
+            processes.append(
+                subprocess.Popen(
+                    [str(BIN / "alignd"), *command],
+                    env=env,
+                    cwd=REPO,
+                    start_new_session=True,
+                    stdout=(tmp_path / f"{name}.log").open("wb"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
         client = AligndClient(f"http://127.0.0.1:{port}", ADMIN_KEY)
         wait_for(lambda: _answers(client), 120, "the API process to answer")
         training_file = client.upload(demo_data["sft"])

@@ -11,13 +11,21 @@ from services.workers.embedded import admin_key_for
 from services.workers.launcher import describe_error
 from services.workers.pipeline import InputNotReady, resolve_spec, reward_model_to_serve
 
-BASE_SPEC = {"method": {"type": "dpo"}, "model": {"name_or_path": "ft:alignd-tiny:ftjob-1"},
-             "data": {"train_files": ["file-abc"], "eval_files": ["/data/eval.jsonl"]}}
+BASE_SPEC = {
+    "method": {"type": "dpo"},
+    "model": {"name_or_path": "ft:alignd-tiny:ftjob-1"},
+    "data": {"train_files": ["file-abc"], "eval_files": ["/data/eval.jsonl"]},
+}
 
 
 def test_resolve_spec_maps_file_ids_and_fine_tuned_models_to_paths():
-    spec = resolve_spec(BASE_SPEC, {"file-abc": "files/file-abc.jsonl"}, {"ft:alignd-tiny:ftjob-1": "/s/m1"},
-                        lambda key: f"/storage/{key}", lambda name: None)
+    spec = resolve_spec(
+        BASE_SPEC,
+        {"file-abc": "files/file-abc.jsonl"},
+        {"ft:alignd-tiny:ftjob-1": "/s/m1"},
+        lambda key: f"/storage/{key}",
+        lambda name: None,
+    )
     assert spec.model.name_or_path == "/s/m1"
     assert spec.data.train_files == ["/storage/files/file-abc.jsonl"]
     assert spec.data.eval_files == ["/data/eval.jsonl"]
@@ -32,8 +40,11 @@ def test_resolve_spec_names_the_field_of_a_missing_input():
 
 
 def test_ppo_reward_model_is_resolved_and_marked_for_serving():
-    spec = {"method": {"type": "ppo", "reward": {"type": "model", "model": "ft:x:ftjob-rm"}},
-            "model": {"name_or_path": "alignd-tiny"}, "data": {"train_files": ["/p.jsonl"]}}
+    spec = {
+        "method": {"type": "ppo", "reward": {"type": "model", "model": "ft:x:ftjob-rm"}},
+        "model": {"name_or_path": "alignd-tiny"},
+        "data": {"train_files": ["/p.jsonl"]},
+    }
     resolved = resolve_spec(spec, {}, {"ft:x:ftjob-rm": "/s/rm"}, str, lambda name: None)
     assert resolved.method.reward.model == "/s/rm"
     assert resolved.model.name_or_path == "alignd-tiny"

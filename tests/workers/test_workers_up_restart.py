@@ -33,10 +33,23 @@ def start_up(home: Path, port: int, log: Path) -> subprocess.Popen:
     env.pop("ALIGND_STORAGE_URI", None)
     env.pop("ALIGND_RAY_ADDRESS", None)
     with log.open("ab") as stream:
-        process = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up", "--port", str(port)],
-                                   env=env, cwd=REPO, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True)
-    wait_for(lambda: process.poll() is not None or log.read_text(errors="replace").count("Ctrl-C stops it") >= 1
-             and _answers(port), 180, "alignd up to serve its API")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "up", "--port", str(port)],
+            env=env,
+            cwd=REPO,
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    wait_for(
+        lambda: (
+            process.poll() is not None
+            or log.read_text(errors="replace").count("Ctrl-C stops it") >= 1
+            and _answers(port)
+        ),
+        180,
+        "alignd up to serve its API",
+    )
     assert process.poll() is None, log.read_text(errors="replace")[-3000:]
     return process
 
@@ -45,8 +58,12 @@ def _answers(port: int) -> bool:
     import httpx
 
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                         timeout=5).status_code == 200
+        return (
+            httpx.get(
+                f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=5
+            ).status_code
+            == 200
+        )
     except httpx.HTTPError:
         return False
 
@@ -56,8 +73,6 @@ def attempt_one_unfinished(home: Path, job_id: str) -> bool:
     return not (home / "storage" / "jobs" / job_id / "attempt-1" / "output" / "model").exists()
 
 
-
-
 def test_up_restarts_after_kill_9_and_stops_cleanly_on_ctrl_c(tmp_path, demo_data, tiny_model_dir):
     home, port, log = tmp_path / "home", free_port(), tmp_path / "up.log"
     first = start_up(home, port, log)
@@ -65,8 +80,9 @@ def test_up_restarts_after_kill_9_and_stops_cleanly_on_ctrl_c(tmp_path, demo_dat
     try:
         client = AligndClient(f"http://127.0.0.1:{port}", ADMIN_KEY)
         training_file = client.upload(demo_data["sft"])
-        job_id = client.create_job(sft_body(str(tiny_model_dir), training_file, max_steps=MAX_STEPS,
-                                            save_steps=5))["id"]
+        job_id = client.create_job(sft_body(str(tiny_model_dir), training_file, max_steps=MAX_STEPS, save_steps=5))[
+            "id"
+        ]
         wait_for(lambda: client.checkpoints(job_id), 240, "a first checkpoint before the crash")
 
         os.killpg(first.pid, signal.SIGKILL)  # the whole instance: API, dispatcher, Ray, the train worker
@@ -92,8 +108,9 @@ def test_up_restarts_after_kill_9_and_stops_cleanly_on_ctrl_c(tmp_path, demo_dat
         os.killpg(second.pid, signal.SIGINT)
         assert second.wait(timeout=90) == 0, log.read_text(errors="replace")[-3000:]
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and [p for p in members if p.is_running() and
-                                                 p.status() != psutil.STATUS_ZOMBIE]:
+        while time.monotonic() < deadline and [
+            p for p in members if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        ]:
             time.sleep(0.5)
         leftover = [f"{p.pid} {p.name()}" for p in members if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert not leftover, f"processes of the stopped instance still run: {leftover}"

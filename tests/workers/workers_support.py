@@ -23,11 +23,23 @@ def free_port() -> int:
 def sft_body(model: str, training_file: str, max_steps: int, save_steps: int, **hyper: Any) -> dict[str, Any]:
     """A small SFT job on the test tiny model (short sequences: seconds per dozen steps on CPU)."""
     return {
-        "model": model, "training_file": training_file,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": {
-            "max_steps": max_steps, "save_steps": save_steps, "batch_size": 8, "learning_rate": 1e-3,
-            "logging_steps": 1, **hyper}}},
-        "max_length": 64, "max_prompt_length": 32,
+        "model": model,
+        "training_file": training_file,
+        "method": {
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {
+                    "max_steps": max_steps,
+                    "save_steps": save_steps,
+                    "batch_size": 8,
+                    "learning_rate": 1e-3,
+                    "logging_steps": 1,
+                    **hyper,
+                }
+            },
+        },
+        "max_length": 64,
+        "max_prompt_length": 32,
     }
 
 
@@ -66,8 +78,7 @@ class Stack:
     def start_dispatcher(self, lease_seconds: float = 10.0) -> Any:
         from services.workers.dispatcher import Dispatcher
 
-        dispatcher = Dispatcher(self.sessions, str(self.storage_dir), lease_seconds=lease_seconds,
-                                poll_interval_s=0.3)
+        dispatcher = Dispatcher(self.sessions, str(self.storage_dir), lease_seconds=lease_seconds, poll_interval_s=0.3)
         thread = threading.Thread(target=dispatcher.run, args=(self.stop,), daemon=True)
         thread.start()
         self.threads.append(thread)
@@ -86,8 +97,13 @@ def start_stack(database_url: str, storage_dir: Path) -> Stack:
     from services.api.main import create_app
     from services.settings import Settings
 
-    settings = Settings(database_url=database_url, storage_uri=str(storage_dir), admin_key=ADMIN_KEY,
-                        home=storage_dir.parent, log_level="WARNING")
+    settings = Settings(
+        database_url=database_url,
+        storage_uri=str(storage_dir),
+        admin_key=ADMIN_KEY,
+        home=storage_dir.parent,
+        log_level="WARNING",
+    )
     app = create_app(settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
