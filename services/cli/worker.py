@@ -13,6 +13,12 @@ def worker_command(
     num_cpus: int = typer.Option(None, help="CPUs of a local Ray (default: all)."),
     lease_seconds: float = typer.Option(None, help="Lease length (default: ALIGND_LEASE_SECONDS)."),
     worker_id: str = typer.Option(None, help="Name of this dispatcher in job events (default: host-pid-random)."),
+    warm_worker: bool = typer.Option(
+        True,
+        "--warm-worker/--no-warm-worker",
+        help="Run single-worker CPU stages on a warm Ray actor instead of a new "
+        "Ray Train worker group per job (saves the start-up).",
+    ),
 ) -> None:
     """Claim jobs from the queue and run each stage on Ray until interrupted."""
     from services.settings import configure_logging, get_settings
@@ -26,8 +32,14 @@ def worker_command(
     upgrade_database(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
     connect_ray(ray_address or settings.ray_address, num_cpus=num_cpus)
-    dispatcher = Dispatcher(make_session_factory(engine), settings.resolved_storage_uri,
-                            lease_seconds=lease_seconds or settings.lease_seconds, worker_id=worker_id, engine=engine)
+    dispatcher = Dispatcher(
+        make_session_factory(engine),
+        settings.resolved_storage_uri,
+        lease_seconds=lease_seconds or settings.lease_seconds,
+        worker_id=worker_id,
+        engine=engine,
+        warm_worker=warm_worker,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     typer.echo(f"alignd worker {dispatcher.worker_id} running (Ctrl-C stops after the current job)")

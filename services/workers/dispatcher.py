@@ -46,6 +46,7 @@ class Heartbeat:
     channel: Any
     lost: bool = False
     stop_requested: str | None = None
+    first_metric_stored_at: float | None = None
     _done: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -99,20 +100,34 @@ class Heartbeat:
         for kind, payload in ray.get(self.channel.drain.remote(), timeout=30):
             if kind == "metrics":
                 queue.record_metrics(self.sessions, self.job_id, payload["step"], payload["metrics"])
+                self.first_metric_stored_at = self.first_metric_stored_at or time.time()
             elif kind == "started":
-                queue.record_event(self.sessions, self.job_id,
-                                   f"Stage running on Ray: {payload['world_size']} worker(s), rank 0 on "
-                                   f"{payload['host']} pid {payload['pid']}", data={**payload, "attempt": self.attempt})
+                queue.record_event(
+                    self.sessions,
+                    self.job_id,
+                    f"Stage running on Ray: {payload['world_size']} worker(s), rank 0 on "
+                    f"{payload['host']} pid {payload['pid']}",
+                    data={**payload, "attempt": self.attempt},
+                )
             elif kind == "checkpoint":
-                queue.record_checkpoint(self.sessions, self.job_id, payload["step"], payload["path"],
-                                        payload["metrics"])
+                queue.record_checkpoint(
+                    self.sessions, self.job_id, payload["step"], payload["path"], payload["metrics"]
+                )
 
 
 class Dispatcher:
     """Claims and runs jobs one at a time; `run` loops until `stop_event` is set."""
 
-    def __init__(self, sessions: Any, storage_uri: str, lease_seconds: float = 30.0,
-                 worker_id: str | None = None, poll_interval_s: float = 1.0, engine: Any = None):
+    def __init__(
+        self,
+        sessions: Any,
+        storage_uri: str,
+        lease_seconds: float = 30.0,
+        worker_id: str | None = None,
+        poll_interval_s: float = 1.0,
+        engine: Any = None,
+        warm_worker: bool = True,
+    ):
         self.sessions = sessions
         self.blobs = BlobStore(storage_uri)
         if not self.blobs.is_local:
@@ -122,9 +137,27 @@ class Dispatcher:
         self.worker_id = worker_id or new_worker_id()
         self.poll_interval_s = poll_interval_s
         self.engine = engine
+        self.warm_worker = warm_worker
+        self.warm_pool: Any = None  # WarmWorkerPool once Ray is up (see warm_worker.py)
 
     def run(self, stop_event: threading.Event) -> None:
         log.info("dispatcher %s waiting for jobs", self.worker_id)
+        if self.warm_worker and self.warm_pool is None:
+            from services.workers.launcher import forwarded_env
+            from services.workers.warm_worker import WarmWorkerPool
+
+            self.warm_pool = WarmWorkerPool(forwarded_env())
+            self.warm_pool.prestart()
+        try:
+            self._loop(stop_event)
+        finally:
+            if self.warm_pool is not None:
+                try:
+                    self.warm_pool.retire()
+                except Exception:  # noqa: BLE001 - Ray may be going down first (Ctrl-C); the actor goes with it
+                    log.debug("could not retire the warm worker", exc_info=True)
+
+    def _loop(self, stop_event: threading.Event) -> None:
         while not stop_event.is_set():
             try:
                 worked = self.run_one()
@@ -156,30 +189,57 @@ class Dispatcher:
         from services.workers.reward_serving import delete_reward_model, deploy_reward_model
 
         started = time.monotonic()
+        claimed_at = time.time()
         try:
-            spec = resolve_spec(job.spec, job.input_files, job.input_models, self.blobs.uri,
-                                lambda name: queue.resolve_model(self.sessions, name))
+            spec = resolve_spec(
+                job.spec,
+                job.input_files,
+                job.input_models,
+                self.blobs.uri,
+                lambda name: queue.resolve_model(self.sessions, name),
+            )
         except (InputNotReady, ValueError) as error:
-            queue.fail_job(self.sessions, job.id, self.worker_id, error_object("invalid_input", str(error)),
-                           retryable=False, attempt=job.attempt)
+            queue.fail_job(
+                self.sessions,
+                job.id,
+                self.worker_id,
+                error_object("invalid_input", str(error)),
+                retryable=False,
+                attempt=job.attempt,
+            )
             return
         channel = JobChannel.remote(job.id, job.attempt)
+        channel.mark.remote("claimed", claimed_at)
         heartbeat = Heartbeat(self.sessions, job.id, self.worker_id, job.attempt, self.lease_seconds, channel).start()
         serving = reward_model_to_serve(spec)
         application = None
         try:
             if serving:
                 application = deploy_reward_model(job.id, spec.method.reward.model, spec.method.reward)
-                queue.record_event(self.sessions, job.id, f"Reward model served as Ray Serve application "
-                                   f"'{application}'", data={"application": application})
-            outcome = run_attempt(spec, job.id, job.attempt, self.storage_root, channel, application,
-                                  demo_eval=is_demo_job(job.metadata))
+                queue.record_event(
+                    self.sessions,
+                    job.id,
+                    f"Reward model served as Ray Serve application '{application}'",
+                    data={"application": application},
+                )
+            outcome = run_attempt(
+                spec,
+                job.id,
+                job.attempt,
+                self.storage_root,
+                channel,
+                application,
+                demo_eval=is_demo_job(job.metadata),
+                warm_pool=self.warm_pool,
+            )
+            channel.mark.remote("run_returned", time.time())
         except Exception as error:  # noqa: BLE001 - e.g. Serve could not start the reward model
             from services.workers.launcher import AttemptOutcome, describe_error
 
             described = describe_error(error)
-            outcome = AttemptOutcome("failed", error_message=described["message"], error_type=described["type"],
-                                     retryable=False)
+            outcome = AttemptOutcome(
+                "failed", error_message=described["message"], error_type=described["type"], retryable=False
+            )
         finally:
             if serving:
                 delete_reward_model(job.id)
@@ -187,17 +247,51 @@ class Dispatcher:
         if heartbeat.lost:
             log.warning("job %s attempt %s was fenced; not recording its outcome", job.id, job.attempt)
             return
+        self._record_timeline(job.id, channel, heartbeat.first_metric_stored_at)
         self._record_outcome(job, spec, outcome, time.monotonic() - started)
+
+    def _record_timeline(self, job_id: str, channel: Any, first_metric_stored_at: float | None) -> None:
+        """One event saying where the attempt's start-up and finish time went (seconds after the claim)."""
+        import ray
+
+        try:
+            marks = ray.get(channel.timeline.remote(), timeout=10)
+        except ray.exceptions.RayError:
+            return
+        if first_metric_stored_at is not None:
+            marks["first_metric_stored"] = first_metric_stored_at
+        claimed = marks.pop("claimed", None)
+        if claimed is None:
+            return
+        offsets = {name: round(at - claimed, 3) for name, at in sorted(marks.items(), key=lambda item: item[1])}
+        described = ", ".join(f"{name.replace('_', ' ')} {value:.1f}" for name, value in offsets.items())
+        queue.record_event(
+            self.sessions,
+            job_id,
+            f"Timeline, seconds after the claim: {described}",
+            data={"timeline": offsets, "claimed_at": claimed},
+        )
 
     def _record_outcome(self, job: queue.ClaimedJob, spec: Any, outcome: Any, wall_s: float) -> None:
         if outcome.status == "completed":
-            result = {**outcome.result, "wall_time_s": round(wall_s, 3), "attempt": job.attempt,
-                      "input_model": spec.model.name_or_path}
+            result = {
+                **outcome.result,
+                "wall_time_s": round(wall_s, 3),
+                "attempt": job.attempt,
+                "input_model": spec.model.name_or_path,
+            }
             kind = "reward_model" if spec.method.type == "reward_model" else "policy"
-            queue.complete_job(self.sessions, job.id, self.worker_id, result=result, attempt=job.attempt,
-                               trained_tokens=int(outcome.result.get("trained_tokens") or 0),
-                               model_path=outcome.result.get("model_dir"), model_kind=kind,
-                               package_versions=package_versions())
+            queue.complete_job(
+                self.sessions,
+                job.id,
+                self.worker_id,
+                result=result,
+                attempt=job.attempt,
+                trained_tokens=int(outcome.result.get("trained_tokens") or 0),
+                model_path=outcome.result.get("model_dir"),
+                model_kind=kind,
+                package_versions=package_versions(),
+            )
         elif outcome.status == "cancelled":
             queue.mark_cancelled(self.sessions, job.id, self.worker_id)
         elif outcome.status == "paused":
@@ -205,8 +299,9 @@ class Dispatcher:
         else:
             code = "worker_lost" if outcome.retryable else "stage_failed"
             error = error_object(code, outcome.error_message or "the stage failed")
-            status = queue.fail_job(self.sessions, job.id, self.worker_id, error, retryable=outcome.retryable,
-                                    attempt=job.attempt)
+            status = queue.fail_job(
+                self.sessions, job.id, self.worker_id, error, retryable=outcome.retryable, attempt=job.attempt
+            )
             log.warning("job %s attempt %s failed (%s): %s", job.id, job.attempt, status, outcome.error_message)
 
 

@@ -49,6 +49,7 @@ class EmbeddedAlignd:
     host: str = "127.0.0.1"
     port: int = 8000
     lease_seconds: float = 30.0
+    warm_worker: bool = True  # single-worker CPU stages skip Ray Train's start-up (warm_worker.py)
     api_key: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -84,9 +85,14 @@ class EmbeddedAlignd:
         self._owns_ray = not ray.is_initialized()  # a caller's Ray (tests, notebooks) is left running
         connect_ray(settings.ray_address, num_cpus=os.cpu_count())
         # SQLite has no LISTEN/NOTIFY: poll often (one cheap local query) so a POSTed job starts promptly.
-        self.dispatcher = Dispatcher(context.sessions, settings.resolved_storage_uri,
-                                     lease_seconds=self.lease_seconds, engine=context.engine,
-                                     poll_interval_s=EMBEDDED_POLL_INTERVAL_S)
+        self.dispatcher = Dispatcher(
+            context.sessions,
+            settings.resolved_storage_uri,
+            lease_seconds=self.lease_seconds,
+            engine=context.engine,
+            poll_interval_s=EMBEDDED_POLL_INTERVAL_S,
+            warm_worker=self.warm_worker,
+        )
         self._server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, log_level="warning"))
         self._spawn("api", self._server.run)
         self._spawn("dispatcher", lambda: self.dispatcher.run(self._stop))

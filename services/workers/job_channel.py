@@ -29,6 +29,7 @@ class JobChannel:
         self.result: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
         self.reward_application: str | None = None
+        self.marks: dict[str, float] = {}
 
     def push_started(self, details: dict[str, Any]) -> None:
         self.events.append(("started", details))
@@ -38,6 +39,13 @@ class JobChannel:
 
     def push_checkpoint(self, step: int, path: str, metrics: dict[str, float]) -> None:
         self.events.append(("checkpoint", {"step": step, "path": path, "metrics": metrics}))
+
+    def mark(self, name: str, at: float) -> None:
+        """A start-up / finish milestone (epoch seconds); the first one of a name counts."""
+        self.marks.setdefault(name, at)
+
+    def timeline(self) -> dict[str, float]:
+        return dict(self.marks)
 
     def drain(self) -> list[tuple[str, dict[str, Any]]]:
         events, self.events = self.events, []

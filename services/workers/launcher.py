@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +22,17 @@ from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from alignment_core.specs import JobSpec
+from services.workers.warm_worker import WarmWorkerPool, fits_warm_worker
 
 log = logging.getLogger(__name__)
 
 # Passed on to train workers, which may run on other nodes with another environment.
 FORWARDED_ENV = (
-    "ALIGND_HOME", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE",
+    "ALIGND_HOME",
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
     "TOKENIZERS_PARALLELISM",
 )
 # Errors a new attempt cannot fix: the same input fails the same way. Anything else (a worker
@@ -57,13 +63,14 @@ def describe_error(error: BaseException) -> dict[str, Any]:
     }
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Runs in every Ray Train worker: build the context, run the stage, hand the result back."""
+def run_stage_in_worker(config: dict[str, Any], rank: int, world_size: int) -> None:
+    """Build the context, run the stage, hand the result (rank 0) or the error back through the channel."""
     from alignment_core.stages import run_stage
     from services.workers.ray_context import AttemptFenced, RayStageContext
 
-    train_context = ray.train.get_context()
     channel = config["channel"]
+    if rank == 0:
+        channel.mark.remote("entered", time.time())
     reward_handle = None
     if config.get("reward_application"):
         from ray import serve
@@ -74,14 +81,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         job_id=config["job_id"],
         attempt=config["attempt"],
         channel=channel,
-        rank=train_context.get_world_rank(),
-        world_size=train_context.get_world_size(),
+        rank=rank,
+        world_size=world_size,
         reward_handle=reward_handle,
     )
     spec = JobSpec.model_validate(config["spec"])
     if context.rank == 0:
-        channel.push_started.remote({"host": socket.gethostname(), "pid": os.getpid(),
-                                     "world_size": context.world_size})
+        channel.push_started.remote(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "world_size": context.world_size,
+                "runner": config.get("runner", "ray_train"),
+            }
+        )
     try:
         result = run_stage(spec, context)
     except AttemptFenced:
@@ -91,6 +104,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         raise
     if context.rank != 0:
         return
+    channel.mark.remote("stage_returned", time.time())
     summary = result.to_json()
     if config.get("demo_eval") and result.status == "completed" and result.model_dir is not None:
         from services.workers.demo_evaluation import demo_before_after
@@ -100,6 +114,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         except Exception as error:  # noqa: BLE001 - the stage succeeded; a missing table row must not fail it
             summary["demo"] = {"error": describe_error(error)["message"]}
     ray.get(channel.set_result.remote(summary), timeout=30)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs in every Ray Train worker: the rank and world size come from Ray Train."""
+    train_context = ray.train.get_context()
+    run_stage_in_worker(config, train_context.get_world_rank(), train_context.get_world_size())
 
 
 def scaling_config(spec: JobSpec) -> ScalingConfig:
@@ -115,6 +135,10 @@ def scaling_config(spec: JobSpec) -> ScalingConfig:
     )
 
 
+def forwarded_env() -> dict[str, str]:
+    return {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+
+
 def run_attempt(
     spec: JobSpec,
     job_id: str,
@@ -123,21 +147,62 @@ def run_attempt(
     channel: Any,
     reward_application: str | None = None,
     demo_eval: bool = False,
+    warm_pool: WarmWorkerPool | None = None,
 ) -> AttemptOutcome:
-    """Fit the stage on the cluster and say how the attempt ended (never raises for stage errors)."""
-    env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+    """Run the stage on the cluster and say how the attempt ended (never raises for stage errors).
+
+    A single-worker CPU stage runs on the dispatcher's warm worker when it has a pool; anything else
+    is one Ray Train `TorchTrainer.fit()`.
+    """
+    config = {
+        "spec": spec.model_dump(mode="json"),
+        "job_id": job_id,
+        "attempt": attempt,
+        "storage_root": str(storage_root),
+        "channel": channel,
+        "reward_application": reward_application,
+        "demo_eval": demo_eval,
+        "start_model": spec.model.name_or_path,
+    }
+    channel.mark.remote("launched", time.time())
+    run_error: BaseException | None = None
+    if warm_pool is not None and fits_warm_worker(spec):
+        try:
+            stopped_before_start = warm_pool.run(
+                {**config, "runner": "warm_worker"}, spec.distribution.cpus_per_worker, channel
+            )
+        except Exception as error:  # noqa: BLE001 - the channel usually knows the real cause
+            stopped_before_start, run_error = None, error
+        if stopped_before_start is not None:
+            return AttemptOutcome("paused" if stopped_before_start == "pause" else "cancelled")
+    else:
+        run_error = _fit(config, spec, job_id, attempt, storage_root)
+    try:
+        result, error = ray.get(channel.outcome.remote(), timeout=30)
+    except ray.exceptions.RayError:
+        result, error = None, None
+    if error is not None:
+        return AttemptOutcome(
+            "failed", error_message=error["message"], error_type=error["type"], retryable=error["retryable"]
+        )
+    if run_error is not None or result is None:
+        reason = str(run_error).strip().splitlines()[-1] if run_error else "the stage returned no result"
+        log.warning("job %s attempt %s: training failed outside the stage: %s", job_id, attempt, run_error)
+        return AttemptOutcome(
+            "failed",
+            error_message=f"training failed: {reason}",
+            error_type=type(run_error).__name__ if run_error else "NoResult",
+            retryable=True,
+        )
+    return AttemptOutcome(result["status"], result=result)
+
+
+def _fit(config: dict[str, Any], spec: JobSpec, job_id: str, attempt: int, storage_root: Path) -> BaseException | None:
+    """One TorchTrainer.fit() for the attempt; the error it raised, if any."""
+    env = forwarded_env()
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "spec": spec.model_dump(mode="json"),
-            "job_id": job_id,
-            "attempt": attempt,
-            "storage_root": str(storage_root),
-            "channel": channel,
-            "reward_application": reward_application,
-            "demo_eval": demo_eval,
-            "start_model": spec.model.name_or_path,
-        },
+        train_loop_config=config,
         scaling_config=scaling_config(spec),
         run_config=RunConfig(
             name=f"{job_id}-attempt-{attempt}",
@@ -147,21 +212,8 @@ def run_attempt(
             worker_runtime_env={"env_vars": env} if env else None,
         ),
     )
-    fit_error: BaseException | None = None
     try:
         trainer.fit()
     except Exception as error:  # noqa: BLE001 - the channel usually knows the real cause
-        fit_error = error
-    try:
-        result, error = ray.get(channel.outcome.remote(), timeout=30)
-    except ray.exceptions.RayError:
-        result, error = None, None
-    if error is not None:
-        return AttemptOutcome("failed", error_message=error["message"], error_type=error["type"],
-                              retryable=error["retryable"])
-    if fit_error is not None or result is None:
-        reason = str(fit_error).strip().splitlines()[-1] if fit_error else "the stage returned no result"
-        log.warning("job %s attempt %s: training failed outside the stage: %s", job_id, attempt, fit_error)
-        return AttemptOutcome("failed", error_message=f"training failed: {reason}",
-                              error_type=type(fit_error).__name__ if fit_error else "NoResult", retryable=True)
-    return AttemptOutcome(result["status"], result=result)
+        return error
+    return None

@@ -44,7 +44,8 @@ def attempt_checkpoints_root(storage_root: Path, job_id: str, attempt: int) -> P
 def newest_checkpoint(storage_root: Path, job_id: str) -> Path | None:
     """The complete checkpoint with the highest step over every attempt of the job."""
     candidates = [
-        found for root in job_root(storage_root, job_id).glob("attempt-*/checkpoints")
+        found
+        for root in job_root(storage_root, job_id).glob("attempt-*/checkpoints")
         if (found := latest_checkpoint(root)) is not None
     ]
     return max(candidates, key=checkpoint_step, default=None)
@@ -63,6 +64,7 @@ class RayStageContext:
     reward_handle: Any = None  # DeploymentHandle of the job's reward model (PPO), if served
     _stop_checked_at: float = field(default=0.0, repr=False)
     _stop: str | None = field(default=None, repr=False)
+    _marked: set[str] = field(default_factory=set, repr=False)
 
     @property
     def output_dir(self) -> Path:
@@ -77,6 +79,7 @@ class RayStageContext:
 
     def report(self, step: int, metrics: dict[str, float]) -> None:
         if self.rank == 0:
+            self._mark_once("first_report")
             self.channel.push_metrics.remote(step, {key: float(value) for key, value in metrics.items()})
 
     def checkpoint_dir(self, step: int) -> Path:
@@ -97,6 +100,7 @@ class RayStageContext:
         ray.get(self.channel.push_checkpoint.remote(step, str(path), clean), timeout=30)
 
     def resume_from(self) -> Path | None:
+        self._mark_once("trainer_ready")  # stages ask once their trainer is built, just before training
         return newest_checkpoint(self.storage_root, self.job_id)
 
     def should_stop(self) -> StopReason | None:
@@ -109,6 +113,11 @@ class RayStageContext:
                 self._stop = FENCED  # the dispatcher is gone: nobody may record this attempt's work
         self._raise_if_fenced()
         return self._stop  # type: ignore[return-value]
+
+    def _mark_once(self, name: str) -> None:
+        if self.rank == 0 and name not in self._marked:
+            self._marked.add(name)
+            self.channel.mark.remote(name, time.time())
 
     def _raise_if_fenced(self) -> None:
         if self._stop == FENCED:
