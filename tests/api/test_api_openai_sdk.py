@@ -85,6 +85,11 @@ def test_worker_progress_is_visible_through_the_sdk(server, sdk, demo_files):
                                     "created_at": metrics["data"][0]["created_at"]}]
         last = client.get(f"/v1/fine_tuning/jobs/{job.id}/metrics", params={"after_step": 2}).json()
         assert last["data"][0]["metrics"] == {"loss": 1.0, "learning_rate": 1e-4, "eval_loss": 1.5}
+    # The results file, as OpenAI clients fetch it: the job names it, files.content returns the CSV.
+    (results_id,) = done.result_files
+    assert sdk.files.retrieve(results_id).purpose == "fine-tune-results"
+    csv_lines = sdk.files.content(results_id).text.splitlines()
+    assert csv_lines[0] == "step,eval_loss,learning_rate,loss" and csv_lines[3].startswith("3,1.5,0.0001,1.0")
     models = [model.id for model in sdk.models.list()]
     assert "alignd-tiny" in models and model_id in models
     assert sdk.models.retrieve(model_id).id == model_id
