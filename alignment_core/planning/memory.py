@@ -10,8 +10,9 @@ The accounting follows what our loaders and trainers hold:
   offloading moves optimizer states / parameters to host memory;
 - activations per transformer block from hidden and intermediate sizes (Korthikanti et al. 2022,
   adapted to gated MLPs; no s^2 attention term with SDPA / flash attention), only block inputs plus
-  one block with gradient checkpointing, and the logits in float32 for the loss; LoRA adds float32
-  copies of adapted inputs; QLoRA's residual stream is float32 (peft's k-bit preparation);
+  one block with gradient checkpointing, and the logits in float32 for the loss unless Liger's fused
+  loss runs; LoRA drops the frozen linears' saved inputs and adds each adapter's (dropped-out) input;
+  QLoRA's residual stream is float32 (peft's k-bit preparation); fitted to H100 peaks (docs/benchmarks.md);
 - torch's AdamW step needs gradient-sized scratch once activations are freed;
 - DPO and PPO add a frozen reference unless LoRA provides it; PPO adds a value model (trained like
   the policy) and a frozen reward model, and its generation phase needs a KV cache.
@@ -124,8 +125,12 @@ def gpu_count(spec: JobSpec) -> int:
     return max(1, math.ceil(spec.distribution.num_workers * per_worker))
 
 
-def estimate_memory(spec: JobSpec, gpu: GpuInfo | str = "H100-80GB") -> MemoryEstimate:
-    """Per-GPU memory of `spec` on `gpu` (see the module docstring for what is counted)."""
+def estimate_memory(spec: JobSpec, gpu: GpuInfo | str = "H100-80GB", fused_loss: bool | None = None) -> MemoryEstimate:
+    """Per-GPU memory of `spec` on `gpu` (see the module docstring for what is counted).
+
+    `fused_loss`: the stage computes SFT / DPO losses with Liger's fused linear cross-entropy, which never
+    holds the logits; None assumes so when liger_kernel is installed (workers share this image).
+    """
     gpu = gpu_info(gpu)
     method = method_name(spec)
     policy_kind = "sequence_scorer" if spec.method_type == "reward_model" else "causal_lm"
@@ -135,10 +140,21 @@ def estimate_memory(spec: JobSpec, gpu: GpuInfo | str = "H100-80GB") -> MemoryEs
     num_gpus = gpu_count(spec)
     deepspeed = dist.zero_stage > 0
     notes: list[str] = []
+    # The loader keeps weights that all train in fp32 (modeling.loading.resolve_dtype; DeepSpeed instead
+    # holds bf16 weights and an fp32 master copy); bf16 autocast then computes in bf16 and caches a bf16
+    # copy of every weight for the step.
+    trained_bytes = FP32 if method == "full" and spec.model.dtype == "auto" and not deepspeed else weight_bytes
+    act_bytes = 2 if gpu.bf16 else FP32
+    autocast_copies = shape.total_params * 2 if trained_bytes == FP32 and gpu.bf16 else 0
+    if fused_loss is None:
+        import importlib.util
+
+        fused_loss = importlib.util.find_spec("liger_kernel") is not None and gpu.bf16
+    fused_loss = fused_loss and spec.method_type in ("supervised", "dpo")
 
     total = _Footprint()
     scorer_policy = policy_kind == "sequence_scorer"
-    policy = _model_footprint(spec, shape, weight_bytes, trainable=True, deepspeed=deepspeed, scorer=scorer_policy)
+    policy = _model_footprint(spec, shape, trained_bytes, trainable=True, deepspeed=deepspeed, scorer=scorer_policy)
     total.add(policy)
     if spec.method_type in ("dpo", "ppo"):
         if method == "full":
@@ -178,10 +194,10 @@ def estimate_memory(spec: JobSpec, gpu: GpuInfo | str = "H100-80GB") -> MemoryEs
         notes.append("without DeepSpeed AdamW keeps its states in the weight dtype (no fp32 master copy)")
 
     sequence_length, sequences = _sequences(spec)
-    activations = _activations(spec, shape, sequence_length, sequences, weight_bytes, policy_kind)
+    activations = _activations(spec, shape, sequence_length, sequences, act_bytes, policy_kind, fused_loss)
     if spec.method_type == "ppo":
         if spec.method.value_model == "separate":
-            activations += _activations(spec, shape, sequence_length, sequences, weight_bytes, "sequence_scorer")
+            activations += _activations(spec, shape, sequence_length, sequences, act_bytes, "sequence_scorer")
         generation = _kv_cache(spec, shape, weight_bytes)
         if generation > activations:
             notes.append("the rollout KV cache is the activation peak")
@@ -195,6 +211,7 @@ def estimate_memory(spec: JobSpec, gpu: GpuInfo | str = "H100-80GB") -> MemoryEs
     # Allocator fragmentation, then the CUDA context and workspaces.
     overhead = max(0.0, step_scratch - activations)
     overhead += FRAGMENTATION * (weights + gradients + optimizer + max(activations, step_scratch)) + CUDA_CONTEXT_BYTES
+    overhead += autocast_copies
     if deepspeed:
         overhead += 2 * shape.hidden_size**2 * weight_bytes  # reduce / all-gather buckets
     if dist.zero_stage == 3:
@@ -240,8 +257,10 @@ def _model_footprint(
 ) -> _Footprint:
     footprint = _Footprint()
     if spec.model.quantization is not None:
-        quantized = sum(layer.in_features * layer.out_features * quantized_bytes_per_param(spec, layer.in_features)
-                        for layer in shape.linears)
+        quantized = sum(
+            layer.in_features * layer.out_features * quantized_bytes_per_param(spec, layer.in_features)
+            for layer in shape.linears
+        )
         footprint.weights = quantized + (shape.total_params - shape.linear_params) * FP32
     else:
         footprint.weights = shape.total_params * weight_bytes
@@ -284,14 +303,21 @@ def _sequences(spec: JobSpec) -> tuple[int, int]:
     return spec.data.max_length, batch
 
 
-def _activations(spec: JobSpec, shape: ModelShape, s: int, b: int, weight_bytes: int, kind: str) -> float:
+def _activations(
+    spec: JobSpec, shape: ModelShape, s: int, b: int, act_bytes: int, kind: str, fused_loss: bool = False
+) -> float:
     h, i = shape.hidden_size, shape.intermediate_size
     quantization, lora = spec.model.quantization, spec.model.lora
     # peft's k-bit preparation casts norms and embeddings to float32, so QLoRA's residual stream is fp32.
-    act_bytes = FP32 if quantization is not None else weight_bytes
+    act_bytes = FP32 if quantization is not None else act_bytes
     scale = act_bytes / 2  # the coefficients below count 2-byte activations
     # Attention 11 sbh, norms 4 sbh, gated MLP 2 sbh + 6 sbi (Korthikanti et al., adapted).
     per_block = (17 * s * b * h + 6 * s * b * i) * scale
+    if lora is not None:
+        # Frozen base weights need no weight gradient, so autograd keeps no copy of their inputs: the
+        # attention and MLP linears' inputs (6 sbh + 2 sbi of the count above) go. Measured on the H100,
+        # 1.1B, LoRA all-linear, 8-32 x 1024: 98.6 KB per token and layer against 98.9 KB from this model.
+        per_block -= (6 * s * b * h + 2 * s * b * i) * scale
     if spec.model.attn_implementation == "eager":
         per_block += 5 * shape.num_heads * s * s * b * scale
     block_linear_inputs = sum(layer.in_features for layer in shape.linears) / max(shape.num_layers, 1)
@@ -301,9 +327,9 @@ def _activations(spec: JobSpec, shape: ModelShape, s: int, b: int, weight_bytes:
         adapted_inputs = sum(
             layer.in_features for layer in shape.linears if is_lora_target(layer.name, lora.target_modules)
         ) / max(shape.num_layers, 1)
-        # LoRA runs in float32 (peft upcasts adapters): each adapted layer keeps an fp32 copy of its input
-        # (cast and / or dropped out) and, with dropout, a one-byte mask.
-        per_element = (FP32 if lora.dropout > 0 or act_bytes != FP32 else 0) + (1 if lora.dropout > 0 else 0)
+        # Each adapted layer's lora_A keeps its input (dropped out: a copy of its own) in the activation
+        # dtype (autocast runs the fp32 adapters in bf16) and, with dropout, a one-byte mask.
+        per_element = act_bytes + (1 if lora.dropout > 0 else 0)
         per_block += s * b * per_element * adapted_inputs
     if spec.model.gradient_checkpointing:
         blocks = shape.num_layers * s * b * h * act_bytes + per_block
@@ -311,6 +337,12 @@ def _activations(spec: JobSpec, shape: ModelShape, s: int, b: int, weight_bytes:
         blocks = shape.num_layers * per_block
     if kind == "sequence_scorer":
         return blocks + s * b * h * act_bytes
+    if spec.method_type == "ppo":
+        # PPO's own loop runs the models without Liger's fused RMSNorm / SwiGLU / RoPE, which keep fewer
+        # intermediates: measured 1.42x the fused model's activations per token (H100, 1.1B, micro 8 / 32).
+        blocks *= 1.42
+    if fused_loss:  # Liger's fused linear cross-entropy: logits only for one chunk of tokens at a time
+        return blocks
     # Logits, their float32 copy for the loss (none if already fp32) and its gradient.
     logit_bytes = act_bytes + (FP32 if act_bytes != FP32 else 0) + FP32
     return blocks + s * b * shape.vocab_size * logit_bytes

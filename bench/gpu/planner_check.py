@@ -34,42 +34,60 @@ def _config_folder(shape_name: str, root: Path) -> Path:
     return folder
 
 
-def case_estimate(case_name: str, impl: str, folder: Path) -> float:
-    """Estimated peak GiB for one measured variant (TRL defaults checkpoint; alignd's settings do not)."""
-    from alignment_core.planning.memory import estimate_memory
-    from bench.gpu.trl_cases import case_spec
+def case_estimate(case_name: str, impl: str, folder: Path) -> float | None:
+    """Estimated peak GiB, CUDA context left out (the measured peaks are the caching allocator's), for one
+    measured variant: TRL's defaults and the plain QLoRA loop checkpoint and hold the logits; alignd's
+    settings and stage do not checkpoint (except QLoRA) and use Liger's fused loss."""
+    from alignment_core.planning.gpus import GIB
+    from alignment_core.planning.memory import CUDA_CONTEXT_BYTES, estimate_memory
+    from bench.gpu.trl_cases import Case, case_spec
 
-    ctx = {"model_dir": str(folder), "data": {"sft": "x.jsonl", "pref": "x.jsonl"}, "device": "cuda"}
-    if case_name == "qlora_8b":
-        from bench.gpu.trl_cases import Case
+    ctx = {
+        "model_dir": str(folder),
+        "data": {"sft": "x.jsonl", "pref": "x.jsonl", "prompts": "x.jsonl"},
+        "device": "cuda",
+        "tiny": False,
+    }
+    baseline = impl == "trl" or impl.startswith("plain")
+    if case_name == "ppo_lora":
+        from bench.gpu.ppo import FULL, ppo_spec
 
+        if impl == "trl112":
+            return None
+        spec = ppo_spec(ctx, 4, micro=None if impl == "stage" else FULL["samples"] // 2)
+    elif case_name == "qlora_8b":
         ctx["stage_model"] = {
             "lora": QLORA_LORA,
             "quantization": {"bits": 4},
             "gradient_checkpointing": impl != "plain_nockpt",
         }
         spec = case_spec(Case("qlora_8b", "supervised", True, 1, 512), ctx, 10)
-    else:
+    elif case_name in CASES:
         spec = case_spec(CASES[case_name], ctx, 10)
         spec.model.gradient_checkpointing = impl == "trl"
-    return estimate_memory(spec, "H100-80GB").gib["total"]
+        if impl == "trl":
+            spec.model.dtype = "float32"  # TRL loads a model path in fp32
+    else:
+        return None
+    estimate = estimate_memory(spec, "H100-80GB", fused_loss=not baseline)
+    return (estimate.total - CUDA_CONTEXT_BYTES) / GIB
 
 
 def main(paths: list[str]) -> None:
+    """One line per measured variant: the allocator's peak reserved and allocated memory, the estimate."""
     with tempfile.TemporaryDirectory() as root:
         folders: dict[str, Path] = {}
         for path in paths:
             for row in json.loads(Path(path).read_text())["results"]:
-                if row["case"] not in CASES and row["case"] != "qlora_8b":
-                    continue
                 shape_name = SHAPE_OF.get(row["case"], "llama-1b")
                 folders.setdefault(shape_name, _config_folder(shape_name, Path(root)))
                 estimate = case_estimate(row["case"], row["impl"], folders[shape_name])
-                measured = row.get("peak_allocated_gib")
-                error = f"{(estimate - measured) / measured:+.0%}" if measured else "-"
+                reserved, allocated = row.get("peak_reserved_gib"), row.get("peak_allocated_gib")
+                if estimate is None or not reserved:
+                    continue
                 print(
-                    f"{row['case']:10s} {row['impl']:14s} measured {measured or 0:6.2f} GiB  "
-                    f"planner {estimate:6.2f} GiB  {error}"
+                    f"{Path(path).stem[-8:]:8s} {row['case']:12s} {row['impl']:14s} reserved {reserved:6.2f}  "
+                    f"allocated {allocated:6.2f}  planner {estimate:6.2f} GiB  {(estimate - reserved) / reserved:+.0%}"
                 )
 
 
