@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 # H100 SXM dense bf16 peak (datasheet), the denominator of every MFU figure here.
 PEAK_FLOPS = 989e12
@@ -66,15 +70,43 @@ def flops_per_token(params: int, trainable_full: bool, layers: int, hidden: int,
     return dense + attention
 
 
-def peak_memory_gib() -> dict:
+def peak_memory_gib(prefix: str = "") -> dict:
     import torch
 
     if not torch.cuda.is_available():
-        return {"peak_allocated_gib": None, "peak_reserved_gib": None}
+        return {f"{prefix}peak_allocated_gib": None, f"{prefix}peak_reserved_gib": None}
     return {
-        "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
-        "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30,
+        f"{prefix}peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+        f"{prefix}peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30,
     }
+
+
+def reset_peak_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+@contextmanager
+def profiled(ctx: dict) -> Iterator[None]:
+    """With ctx["profile"], torch.profiler over the whole run; the kernel table goes to $OUT (or the work dir)."""
+    if not ctx.get("profile"):
+        yield
+        return
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        yield
+    table = prof.key_averages().table(
+        sort_by="self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total",
+        row_limit=45,
+        max_name_column_width=70,
+    )
+    folder = Path(os.environ.get("OUT") or ctx["work"])
+    (folder / f"profile-{ctx['case']}-{ctx['impl']}.txt").write_text(table)
 
 
 def summarize(clock: StepClock, tokens_per_step: int, flops_token: float, dense_flops_token: float) -> dict:

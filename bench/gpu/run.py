@@ -29,6 +29,9 @@ CASES: dict[str, Case] = {
     "sft_lora_ga4": Case("sft_lora_ga4", "supervised", True, 8, 1024, 4),
     "sft_lora_b16": Case("sft_lora_b16", "supervised", True, 16, 1024, 2),
     "sft_lora_b32": Case("sft_lora_b32", "supervised", True, 32, 1024, 1),
+    # DPO at 16 pairs per optimizer step: TRL's default micro-batch 8 accumulated twice, alignd 16 at once.
+    "dpo_lora_8x2": Case("dpo_lora_8x2", "dpo", True, 8, 512, 2),
+    "dpo_lora_16x1": Case("dpo_lora_16x1", "dpo", True, 16, 512, 1),
 }
 # Which implementations each case measures; the first is the baseline the others are compared with.
 IMPLS: dict[str, tuple[str, ...]] = {
@@ -38,7 +41,9 @@ IMPLS: dict[str, tuple[str, ...]] = {
     "dpo_lora": ("trl", "alignd", "stage"),
     "sft_lora_ga4": ("stage",),
     "sft_lora_b16": ("stage",),
-    "sft_lora_b32": ("stage",),
+    "sft_lora_b32": ("stage", "stage_profile"),
+    "dpo_lora_8x2": ("trl", "stage"),
+    "dpo_lora_16x1": ("stage",),
     "qlora_8b": ("plain_ckpt", "plain_nockpt", "alignd", "alignd_compile", "stage"),
     "ppo_lora": ("trl112", "stage", "stage_m32", "stage_serve"),
 }
@@ -57,6 +62,8 @@ def run_variant(case_name: str, impl: str, ctx: dict) -> dict:
 
         if impl == "stage":
             return trl_cases.run_stage(case, ctx)
+        if impl == "stage_profile":
+            return trl_cases.run_stage(case, {**ctx, "profile": True})
         return trl_cases.run_trl(case, impl, ctx)
     if case_name == "qlora_8b":
         from bench.gpu import qlora

@@ -10,7 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.gpu.measure import StepClock, flops_per_token, summarize, trainer_callback
+from bench.gpu.measure import (
+    StepClock,
+    flops_per_token,
+    peak_memory_gib,
+    profiled,
+    reset_peak_memory,
+    summarize,
+    trainer_callback,
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,7 @@ def _config(case: Case, impl: str, ctx: dict, max_steps: int) -> Any:
     common: dict[str, Any] = dict(
         output_dir=str(Path(ctx["work"]) / f"{case.name}-{impl}"),
         per_device_train_batch_size=case.batch,
+        gradient_accumulation_steps=case.accumulation,
         max_steps=max_steps,
         logging_steps=1,
         save_strategy="no",
@@ -106,7 +115,7 @@ def _tokens_per_step(trainer: Any, case: Case) -> int:
         lengths = [
             min(len(c), case.seq) + min(len(r), case.seq) for c, r in zip(rows["chosen_ids"], rows["rejected_ids"])
         ]
-    return round(case.batch * sum(lengths) / len(lengths))
+    return round(case.batch * case.accumulation * sum(lengths) / len(lengths))
 
 
 def run_trl(case: Case, impl: str, ctx: dict) -> dict:
@@ -135,7 +144,7 @@ def run_trl(case: Case, impl: str, ctx: dict) -> dict:
     tokens = _tokens_per_step(trainer, case)
     trainer.train()
     shape = ctx["shape"]
-    seq = tokens / case.batch / (2 if case.method != "supervised" else 1)
+    seq = tokens / case.batch / case.accumulation / (2 if case.method != "supervised" else 1)
     full = not case.lora
     flops = flops_per_token(ctx["params"], full, shape["layers"], shape["hidden"], round(seq))
     # DPO's reference forward (2N per token) is work the step does too, unless it was precomputed.
@@ -174,11 +183,22 @@ def run_stage(case: Case, ctx: dict) -> dict:
     spec = case_spec(case, ctx, warmup + steps + 1)
     clock = StepClock(warmup)
     context = LocalContext(output_dir=Path(ctx["work"]) / f"{case.name}-stage", resume=False)
-    context.on_report.append(lambda step, metrics: (clock.mark(), clock.losses.append(float(metrics.get("loss", 0)))))
+    train_peak: dict = {}
+
+    def on_report(step: int, metrics: dict) -> None:
+        clock.mark()
+        clock.losses.append(float(metrics.get("loss", 0)))
+        if step == 1:
+            # Past the load (a quantized load peaks above training) and the first step's optimizer states.
+            train_peak.update(peak_memory_gib(prefix="load_and_first_step_"))
+            reset_peak_memory()
+
+    context.on_report.append(on_report)
     synchronize()
     started = time.perf_counter()
     clock.marks.append(started)
-    result = run_alignd_stage(spec, context)
+    with profiled(ctx):
+        result = run_alignd_stage(spec, context)
     # Every benchmark row is longer than max_length, so each sequence is cut to it.
     tokens = case.batch * case.accumulation * case.seq * (1 if case.method == "supervised" else 2)
     shape = ctx["shape"]
@@ -191,6 +211,7 @@ def run_stage(case: Case, ctx: dict) -> dict:
         flops += 2 * ctx["params"]
         dense += 2 * ctx["params"]
     summary = summarize(clock, tokens, flops, dense)
+    summary.update(train_peak)
     summary.update(
         tokens_per_step=tokens,
         stage_trained_tokens=result.trained_tokens,
