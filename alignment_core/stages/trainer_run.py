@@ -13,6 +13,7 @@ from typing import Any
 from alignment_core.context import StageContext
 from alignment_core.specs import JobSpec
 from alignment_core.stages import StageResult
+from alignment_core.stages.performance import keep_adapter_inputs_in_compute_dtype
 from alignment_core.stages.trainer_bridge import ContextCallback, numeric_metrics
 
 FINAL_MODEL_FOLDER = "model"
@@ -26,6 +27,7 @@ def train_and_finish(trainer: Any, bridge: ContextCallback, spec: JobSpec, conte
     # The context already receives every logged row (metrics.jsonl, the job's metrics); the trainer's own
     # print of the same dicts would only interleave with the progress bar and the worker logs.
     trainer.remove_callback(PrinterCallback)
+    keep_adapter_inputs_in_compute_dtype(trainer.model, bool(getattr(trainer.args, "bf16", False)))
     resume = context.resume_from()
     if resume is not None:
         _report_logged_history(context, resume)

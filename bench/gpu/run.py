@@ -41,7 +41,7 @@ IMPLS: dict[str, tuple[str, ...]] = {
     "dpo_lora": ("trl", "alignd", "stage"),
     "sft_lora_ga4": ("stage",),
     "sft_lora_b16": ("stage",),
-    "sft_lora_b32": ("stage", "stage_profile"),
+    "sft_lora_b32": ("stage", "stage_cast", "stage_profile"),
     "dpo_lora_8x2": ("trl", "stage"),
     "dpo_lora_16x1": ("stage",),
     "qlora_8b": ("plain_ckpt", "plain_nockpt", "alignd", "alignd_compile", "stage"),
@@ -64,6 +64,11 @@ def run_variant(case_name: str, impl: str, ctx: dict) -> dict:
             return trl_cases.run_stage(case, ctx)
         if impl == "stage_profile":
             return trl_cases.run_stage(case, {**ctx, "profile": True})
+        if impl == "stage_cast":  # the stage before ed67e09: peft casts each adapter input to fp32
+            import alignment_core.stages.trainer_run as trainer_run
+
+            trainer_run.keep_adapter_inputs_in_compute_dtype = lambda model, autocast_bf16: 0
+            return trl_cases.run_stage(case, ctx)
         return trl_cases.run_trl(case, impl, ctx)
     if case_name == "qlora_8b":
         from bench.gpu import qlora

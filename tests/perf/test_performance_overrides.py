@@ -107,3 +107,48 @@ def test_dpo_precomputed_reference_gives_the_same_losses(tiny_model_dir, tmp_pat
     plain, precomputed = losses(False), losses(True)
     assert len(plain) == 3
     assert precomputed == pytest.approx(plain, rel=1e-5)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.05])
+def test_adapter_inputs_left_in_bf16_under_autocast_give_the_same_loss_and_gradients(dropout):
+    # The GPU setting, on the CPU's bf16 autocast: bf16 frozen base, fp32 adapters (peft's default).
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from alignment_core.stages.performance import keep_adapter_inputs_in_compute_dtype
+
+    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(config).to(torch.bfloat16)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules="all-linear"))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # nonzero B, so the adapters take part in the loss
+            torch.nn.init.normal_(parameter, std=0.02)
+    model.train()
+    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(1))
+
+    def loss_and_grads():
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(2)  # the same dropout masks
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return loss.detach().float(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    reference_loss, reference_grads = loss_and_grads()
+    assert keep_adapter_inputs_in_compute_dtype(model, autocast_bf16=True) == 14  # 7 linears x 2 layers
+    loss, grads = loss_and_grads()
+    assert all(grad.dtype == torch.float32 for grad in grads)
+    if dropout == 0:  # the cast bf16 -> fp32 -> bf16 is exact: the same numbers
+        assert torch.equal(loss, reference_loss)
+        for grad, reference in zip(grads, reference_grads):
+            torch.testing.assert_close(grad, reference, rtol=2e-2, atol=1e-5)
+    else:
+        # Dropout draws its mask for a bf16 tensor differently from an fp32 one: other masks from the same
+        # distribution, so the loss agrees to rounding and the gradients only in size.
+        torch.testing.assert_close(loss, reference_loss, rtol=1e-3, atol=0)
+        norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))
+        reference_norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in reference_grads]))
+        torch.testing.assert_close(norm, reference_norm, rtol=0.1, atol=0)
+    assert keep_adapter_inputs_in_compute_dtype(model, autocast_bf16=False) == 0
