@@ -142,12 +142,7 @@ class Dispatcher:
 
     def run(self, stop_event: threading.Event) -> None:
         log.info("dispatcher %s waiting for jobs", self.worker_id)
-        if self.warm_worker and self.warm_pool is None:
-            from services.workers.launcher import forwarded_env
-            from services.workers.warm_worker import WarmWorkerPool
-
-            self.warm_pool = WarmWorkerPool(forwarded_env())
-            self.warm_pool.prestart()
+        self.prestart_warm_worker()
         try:
             self._loop(stop_event)
         finally:
@@ -156,6 +151,15 @@ class Dispatcher:
                     self.warm_pool.retire()
                 except Exception:  # noqa: BLE001 - Ray may be going down first (Ctrl-C); the actor goes with it
                     log.debug("could not retire the warm worker", exc_info=True)
+
+    def prestart_warm_worker(self) -> None:
+        """Start the warm worker now (Ray must be connected), so the first job finds it imported; idempotent."""
+        if self.warm_worker and self.warm_pool is None:
+            from services.workers.launcher import forwarded_env
+            from services.workers.warm_worker import WarmWorkerPool
+
+            self.warm_pool = WarmWorkerPool(forwarded_env())
+            self.warm_pool.prestart()
 
     def _loop(self, stop_event: threading.Event) -> None:
         while not stop_event.is_set():

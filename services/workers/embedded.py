@@ -95,6 +95,7 @@ class EmbeddedAlignd:
         )
         self._server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, log_level="warning"))
         self._spawn("api", self._server.run)
+        self.dispatcher.prestart_warm_worker()  # before the thread, so `dispatcher.warm_pool` is set on return
         self._spawn("dispatcher", lambda: self.dispatcher.run(self._stop))
         deadline = time.monotonic() + 30
         while not self._server.started:

@@ -59,6 +59,11 @@ def fits_warm_worker(spec: Any) -> bool:
     return distribution.num_workers == 1 and distribution.gpus_per_worker == 0 and distribution.zero_stage == 0
 
 
+def threads_for(cpus: float) -> int:
+    """Torch threads of a stage with `cpus` CPUs, as Ray Train sets them (OMP_NUM_THREADS)."""
+    return max(1, int(cpus))
+
+
 @ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)
 class WarmStageWorker:
     """One process that runs stages one after another; its CPUs are reserved per stage by the pool."""
@@ -67,12 +72,9 @@ class WarmStageWorker:
         for module in PREIMPORTED_MODULES:
             importlib.import_module(module)
 
-    def run(self, config: dict[str, Any], num_threads: int) -> None:
-        import torch
-
+    def run(self, config: dict[str, Any]) -> None:
         from services.workers.launcher import run_stage_in_worker
 
-        torch.set_num_threads(num_threads)  # Ray gave this 0-CPU actor one thread; the stage reserved more
         try:
             run_stage_in_worker(config, rank=0, world_size=1)
         finally:
@@ -86,11 +88,13 @@ class WarmWorkerPool:
         self.env = env
         self._actor: Any = None
         self._node_id: str | None = None
+        self._threads = 0
 
-    def prestart(self) -> None:
-        """Start the actor on this node now, so the first job finds torch & co. imported."""
+    def prestart(self, cpus: float = 1) -> None:
+        """Start the actor on this node now (for stages of `cpus` CPUs, the spec's default), so the first
+        job finds torch & co. imported."""
         if self._actor is None:
-            self._start(ray.get_runtime_context().get_node_id())
+            self._start(ray.get_runtime_context().get_node_id(), threads_for(cpus))
 
     def run(self, config: dict[str, Any], cpus: float, channel: Any) -> str | None:
         """Run one attempt's stage; raises what the stage raised. Returns a stop reason instead when a
@@ -99,11 +103,11 @@ class WarmWorkerPool:
         if isinstance(reserved, str):
             return reserved
         try:
-            if self._actor is None or self._node_id != reserved.node_id:
+            if self._actor is None or (self._node_id, self._threads) != (reserved.node_id, threads_for(cpus)):
                 self.retire()
-                self._start(reserved.node_id)
+                self._start(reserved.node_id, threads_for(cpus))
             channel.mark.remote("reserved", time.time())
-            ray.get(self._actor.run.remote(config, max(1, int(cpus))))
+            ray.get(self._actor.run.remote(config))
         except BaseException:
             self.retire()
             raise
@@ -114,14 +118,18 @@ class WarmWorkerPool:
     def retire(self) -> None:
         if self._actor is not None:
             ray.kill(self._actor, no_restart=True)
-        self._actor, self._node_id = None, None
+        self._actor, self._node_id, self._threads = None, None, 0
 
-    def _start(self, node_id: str) -> None:
+    def _start(self, node_id: str, threads: int) -> None:
+        # The thread count must be in the environment when torch starts: calling torch.set_num_threads(2) later
+        # in a process that started with OMP_NUM_THREADS=1 (Ray's default for a 0-CPU actor) trained 3-10x
+        # slower on this 2-core machine. Ray Train sets the same variable from the worker's CPUs.
+        env = {**self.env, "OMP_NUM_THREADS": str(threads)}
         self._actor = WarmStageWorker.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
-            runtime_env={"env_vars": self.env} if self.env else None,
+            runtime_env={"env_vars": env},
         ).remote()
-        self._node_id = node_id
+        self._node_id, self._threads = node_id, threads
 
     def _reserve(self, cpus: float, channel: Any) -> _Reservation | str:
         """A placement group of `cpus` CPUs, on the warm actor's node if it has them free soon; or the stop
