@@ -152,6 +152,13 @@ class DpoMethod(StrictModel):
     loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="cDPO: assumed label noise.")
     precompute_ref_log_probs: bool = Field(False, description="Score the reference once, before training.")
+    sft_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=10.0,
+        description="RPO: weight of the chosen responses' per-token negative log-likelihood added to the DPO loss; "
+        "keeps DPO from lowering the chosen answers' likelihood along with the rejected ones.",
+    )
 
 
 class RewardSource(StrictModel):

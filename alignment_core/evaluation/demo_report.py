@@ -17,8 +17,10 @@ HELD_OUT = DEMO_SCHEME + "eval"
 
 
 def uses_demo_data(spec: JobSpec) -> bool:
-    """True when the spec trains on the built-in demo task's data."""
-    return any(path.startswith(DEMO_SCHEME) for path in spec.data.train_files)
+    """True when the spec trains or evaluates on the built-in demo task's data.
+
+    Evaluating counts: DPO on a policy's own mistakes (demo.on_policy) trains on a file of its own."""
+    return any(path.startswith(DEMO_SCHEME) for path in [*spec.data.train_files, *spec.data.eval_files])
 
 
 def held_out_rows(limit: int) -> list[dict[str, Any]]:

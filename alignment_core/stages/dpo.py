@@ -27,9 +27,12 @@ def loss_arguments(method: DpoMethod) -> dict[str, Any]:
     """
     if method.loss_type == "sigmoid" and method.label_smoothing > 0:
         smoothing = method.label_smoothing
-        return {"loss_type": ["sigmoid", "robust"], "loss_weights": [2 * (1 - smoothing), -(1 - 2 * smoothing)],
-                "label_smoothing": smoothing}
-    return {"loss_type": [method.loss_type], "label_smoothing": method.label_smoothing}
+        loss_types, weights = ["sigmoid", "robust"], [2 * (1 - smoothing), -(1 - 2 * smoothing)]
+    else:
+        loss_types, weights = [method.loss_type], [1.0]
+    if method.sft_weight > 0:  # RPO: TRL's 'sft' term is the chosen tokens' mean negative log-likelihood
+        loss_types, weights = [*loss_types, "sft"], [*weights, method.sft_weight]
+    return {"loss_type": loss_types, "loss_weights": weights, "label_smoothing": method.label_smoothing}
 
 
 def pretokenized_dpo_trainer_class():

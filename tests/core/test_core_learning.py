@@ -30,8 +30,10 @@ SFT_TRAINING = {"max_steps": 96, "batch_size": 16, "learning_rate": 2e-3, "warmu
                 "lr_scheduler": "cosine", "logging_steps": 8, "seed": 0}
 REWARD_TRAINING = {"max_steps": 240, "batch_size": 16, "learning_rate": 1e-3, "warmup_ratio": 0.05,
                    "logging_steps": 10, "seed": 0}
-DPO_TRAINING = {"max_steps": 40, "batch_size": 16, "learning_rate": 5e-5, "logging_steps": 10, "seed": 0}
-DPO_BETA = 0.1
+# DPO on the SFT model's own mistakes (sampled, failed by the checker) with RPO's likelihood term on the chosen
+# answers: see test_dpo_raises_win_rate_and_rule_satisfaction for what the alternatives measured.
+DPO_METHOD = {"type": "dpo", "beta": 0.1, "sft_weight": 1.0}
+DPO_TRAINING = {"max_steps": 160, "batch_size": 16, "learning_rate": 5e-4, "logging_steps": 20, "seed": 0}
 
 
 @dataclass(frozen=True)
@@ -103,19 +105,25 @@ def test_reward_model_ranks_held_out_pairs(sft_run: SftRun, demo_data: dict[str,
     assert accuracy >= 0.9
 
 
-def test_dpo_raises_win_rate_and_keeps_the_rules(sft_run: SftRun, demo_data: dict[str, Path],
-                                                 held_out: list[dict[str, Any]], tmp_path: Path) -> None:
+def test_dpo_raises_win_rate_and_rule_satisfaction(sft_run: SftRun, demo_data: dict[str, Path],
+                                                   held_out: list[dict[str, Any]], tmp_path: Path) -> None:
+    from alignment_core.demo.on_policy import write_on_policy_preferences
     from alignment_core.evaluation.preference import preference_win_rate
     from alignment_core.modeling.loading import load_causal_lm, load_tokenizer
 
-    result = train({"type": "dpo", "beta": DPO_BETA}, sft_run.model_dir, demo_data["openai_dpo"], tmp_path / "dpo",
-                   DPO_TRAINING)
+    on_policy = tmp_path / "on_policy.jsonl"
+    assert write_on_policy_preferences(sft_run.model_dir, demo_data["prompts"], on_policy, seed=0) >= 1000
+    result = train(DPO_METHOD, sft_run.model_dir, on_policy, tmp_path / "dpo", DPO_TRAINING)
     policy = load_causal_lm(ModelSpec(name_or_path=str(result.model_dir)), "cpu", trainable=False)
     reference = load_causal_lm(ModelSpec(name_or_path=str(sft_run.model_dir)), "cpu", trainable=False)
     tokenizer = load_tokenizer(str(sft_run.model_dir))
+    # Held-out pairs with written rejected answers, not the on-policy kind DPO trained on.
     win_rate = preference_win_rate(policy, reference, tokenizer, held_out)
     rule_satisfaction = held_out_rule_satisfaction(result.model_dir, held_out)
-    # Measured: win-rate 0.83 against the SFT model (0.835 length-normalised); rule satisfaction 0.51 -> 0.485,
-    # i.e. 5 of 200 problems, within noise. lr 1e-4 gave 0.835 / 0.48, LoRA r16 at 5e-4 gave 0.80 / 0.475.
-    assert win_rate >= 0.7
-    assert rule_satisfaction >= sft_run.rule_satisfaction - 0.05
+    # Measured (SFT seeds 0 / 1 / 2, 200 held-out problems): rule satisfaction 0.51 -> 0.775, 0.44 -> 0.77,
+    # 0.48 -> 0.74; win-rate 0.955, 0.92, 0.94. The likelihood term carries much of it: 160 more SFT steps at
+    # the same lr reach 0.715, 0.705, 0.785. Without it DPO lowers the chosen answers too and rule satisfaction
+    # does not rise: written pairs, lr 5e-5..5e-4, 40..80 steps, 0.41..0.545 (win-rate 0.75..0.88); on-policy
+    # pairs 0.0..0.51 (the policy stops stopping). Written pairs with the term, 160 steps: 0.71.
+    assert win_rate >= 0.85
+    assert rule_satisfaction >= sft_run.rule_satisfaction + 0.15
