@@ -102,7 +102,9 @@ def save_ppo_checkpoint(
     }
     torch.save(state, path / STATE_FILE)
     summary = {
-        "step": step, "kl_coef": progress.kl_controller.value, "prompt_cursor": progress.cursor.state_dict(),
+        "step": step,
+        "kl_coef": progress.kl_controller.value,
+        "prompt_cursor": progress.cursor.state_dict(),
         "metrics": metrics,
     }
     (path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
@@ -132,8 +134,11 @@ def prune_checkpoints(root: Path, keep: int | None) -> None:
     if keep is None or not root.is_dir():
         return
     complete = sorted(
-        (path for path in root.glob(f"{CHECKPOINT_PREFIX}*")
-         if (path / "complete").exists() and path.name[len(CHECKPOINT_PREFIX):].isdigit()),
+        (
+            path
+            for path in root.glob(f"{CHECKPOINT_PREFIX}*")
+            if (path / "complete").exists() and path.name[len(CHECKPOINT_PREFIX) :].isdigit()
+        ),
         key=checkpoint_step,
     )
     for path in complete[:-keep]:

@@ -34,8 +34,12 @@ class ExperienceStats:
 def sequence_batch(rollout: Rollout) -> SequenceBatch:
     input_ids, attention_mask, position_ids = rollout.sequence_inputs()
     return SequenceBatch(
-        input_ids, attention_mask, position_ids, rollout.query_ids.shape[1],
-        rollout.response_ids, rollout.response_mask,
+        input_ids,
+        attention_mask,
+        position_ids,
+        rollout.query_ids.shape[1],
+        rollout.response_ids,
+        rollout.response_mask,
     )
 
 
@@ -88,4 +92,3 @@ def make_experience(
     if method.whiten_advantages:
         advantages = masked_whiten(advantages, mask)
     return Experience(batch, logprobs, values, advantages, returns), stats
-

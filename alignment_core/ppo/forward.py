@@ -26,8 +26,12 @@ class SequenceBatch:
 
     def rows(self, index: torch.Tensor) -> SequenceBatch:
         return SequenceBatch(
-            self.input_ids[index], self.attention_mask[index], self.position_ids[index], self.query_length,
-            self.response_ids[index], self.response_mask[index],
+            self.input_ids[index],
+            self.attention_mask[index],
+            self.position_ids[index],
+            self.query_length,
+            self.response_ids[index],
+            self.response_mask[index],
         )
 
     @property

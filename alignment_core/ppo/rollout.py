@@ -61,8 +61,8 @@ def left_pad(sequences: list[list[int]], pad_id: int, multiple: int = 1) -> tupl
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, sequence in enumerate(sequences):
-        ids[row, width - len(sequence):] = torch.tensor(sequence, dtype=torch.long)
-        mask[row, width - len(sequence):] = 1
+        ids[row, width - len(sequence) :] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, width - len(sequence) :] = 1
     return ids, mask
 
 
@@ -72,8 +72,9 @@ def truncate_at_stop(
     """Keep tokens up to and including the first stop token; pad the rest. Returns ids, mask, has_eos."""
     is_stop = torch.isin(generated, torch.tensor(stop_ids, device=generated.device))
     has_eos = is_stop.any(dim=1)
-    first_stop = torch.where(has_eos, is_stop.int().argmax(dim=1), torch.full_like(has_eos, generated.shape[1] - 1,
-                                                                                   dtype=torch.long))
+    first_stop = torch.where(
+        has_eos, is_stop.int().argmax(dim=1), torch.full_like(has_eos, generated.shape[1] - 1, dtype=torch.long)
+    )
     positions = torch.arange(generated.shape[1], device=generated.device).unsqueeze(0)
     mask = positions <= first_stop.unsqueeze(1)
     ids = torch.where(mask, generated, torch.full_like(generated, pad_id))
@@ -101,7 +102,7 @@ def generate_rollout(
         pad_token_id=pad_id,
         **sampling,
     )
-    generated = output[:, query_ids.shape[1]:]
+    generated = output[:, query_ids.shape[1] :]
     if generated.shape[1] == 0:  # nothing generated at all: keep one pad so shapes stay valid
         generated = torch.full((query_ids.shape[0], 1), pad_id, dtype=torch.long, device=device)
     response_ids, response_mask, has_eos = truncate_at_stop(generated, stops, pad_id)

@@ -29,8 +29,11 @@ class Experience:
 
     def rows(self, index: torch.Tensor) -> Experience:
         return Experience(
-            self.sequences.rows(index), self.old_logprobs[index], self.old_values[index],
-            self.advantages[index], self.returns[index],
+            self.sequences.rows(index),
+            self.old_logprobs[index],
+            self.old_values[index],
+            self.advantages[index],
+            self.returns[index],
         )
 
 
@@ -57,8 +60,12 @@ def trainable_parameters(*modules: nn.Module | None) -> list[nn.Parameter]:
 
 
 def ppo_update(
-    models: PpoModels, experience: Experience, method: PpoMethod, micro_batch_size: int,
-    max_grad_norm: float, temperature: float,
+    models: PpoModels,
+    experience: Experience,
+    method: PpoMethod,
+    micro_batch_size: int,
+    max_grad_norm: float,
+    temperature: float,
 ) -> dict[str, float]:
     """`method.ppo_epochs` passes of minibatch steps; returns the mean of each metric over all minibatches.
 
@@ -75,12 +82,12 @@ def ppo_update(
     for _ in range(method.ppo_epochs):
         order = torch.randperm(size)
         for start in range(0, size, mini):
-            minibatch = order[start:start + mini]
+            minibatch = order[start : start + mini]
             models.policy_optimizer.zero_grad(set_to_none=True)
             if models.value_optimizer is not None:
                 models.value_optimizer.zero_grad(set_to_none=True)
             for micro_start in range(0, len(minibatch), micro_batch_size):
-                micro = experience.rows(minibatch[micro_start:micro_start + micro_batch_size])
+                micro = experience.rows(minibatch[micro_start : micro_start + micro_batch_size])
                 weight = len(micro) / len(minibatch)
                 metrics = _micro_step(models, micro, method, temperature, uses_head, weight)
                 for key, value in metrics.items():
@@ -103,8 +110,12 @@ def _micro_step(
     mask = micro.sequences.response_mask
     needs_entropy_grad = method.entropy_coef > 0
     current = policy_pass(
-        models.policy, micro.sequences, temperature,
-        with_entropy=True, entropy_grad=needs_entropy_grad, with_hidden=uses_head,
+        models.policy,
+        micro.sequences,
+        temperature,
+        with_entropy=True,
+        entropy_grad=needs_entropy_grad,
+        with_hidden=uses_head,
     )
     values = models.values(micro.sequences, current.last_hidden)
     policy = clipped_policy_loss(current.logprobs, micro.old_logprobs, micro.advantages, mask, method.clip_range)
@@ -121,4 +132,3 @@ def _micro_step(
         "value_clip_fraction": float(value.clip_fraction),
         "loss": float(loss.detach()),
     }
-

@@ -51,5 +51,5 @@ def score_in_batches(
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     scores: list[float] = []
     for start in range(0, len(prompts), batch_size):
-        scores.extend(score_batch(prompts[start:start + batch_size], completions[start:start + batch_size]))
+        scores.extend(score_batch(prompts[start : start + batch_size], completions[start : start + batch_size]))
     return scores

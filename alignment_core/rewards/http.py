@@ -25,9 +25,7 @@ class HttpRewardClient:
         try:
             response = self._client.post(self.url, json={"prompts": prompts, "completions": completions})
         except httpx.TimeoutException as error:
-            raise RewardSourceError(
-                self.source, f"no answer within {self.timeout_s:g} s (reward.timeout_s)"
-            ) from error
+            raise RewardSourceError(self.source, f"no answer within {self.timeout_s:g} s (reward.timeout_s)") from error
         except httpx.HTTPError as error:
             raise RewardSourceError(self.source, f"{type(error).__name__}: {error}") from error
         if response.status_code != 200:

@@ -82,8 +82,13 @@ def run(spec: JobSpec, context: StageContext) -> StageResult:
         prompt_ids = encode_prompts(tokenizer, batch_prompts, spec.data.max_prompt_length)
         rollout = generate_rollout(policy, tokenizer, prompt_ids, sampling, device)
         scored = score_rollout(
-            reward_client, [prompt_text(prompt) for prompt in batch_prompts], rollout.completions,
-            rollout.has_eos.cpu(), rollout.response_lengths.cpu(), method, progress.moments,
+            reward_client,
+            [prompt_text(prompt) for prompt in batch_prompts],
+            rollout.completions,
+            rollout.has_eos.cpu(),
+            rollout.response_lengths.cpu(),
+            method,
+            progress.moments,
         )
         kl_coef = progress.kl_controller.value
         experience, stats = make_experience(
@@ -122,9 +127,7 @@ def run(spec: JobSpec, context: StageContext) -> StageResult:
         save_checkpoint(context, step, models, progress, metrics, training.save_total_limit)
 
     model_dir = save_model(policy, tokenizer, context.output_dir / "model", spec.output.merge_adapters)
-    eval_metrics = (
-        evaluate(spec, policy, reference, tokenizer, reward_client, device) if spec.data.eval_files else {}
-    )
+    eval_metrics = evaluate(spec, policy, reference, tokenizer, reward_client, device) if spec.data.eval_files else {}
     if eval_metrics:
         context.report(step, eval_metrics)
     return StageResult("completed", model_dir, step, trained_tokens, metrics, eval_metrics)
@@ -177,8 +180,12 @@ def build_optimizers(
 
 
 def save_checkpoint(
-    context: StageContext, step: int, models: PpoModels, progress: PpoProgress,
-    metrics: dict[str, float], keep: int | None,
+    context: StageContext,
+    step: int,
+    models: PpoModels,
+    progress: PpoProgress,
+    metrics: dict[str, float],
+    keep: int | None,
 ) -> None:
     path = context.checkpoint_dir(step)
     save_ppo_checkpoint(path, step, models, progress, metrics)
@@ -211,15 +218,20 @@ def evaluate(
 
 
 def greedy_scores(
-    method: PpoMethod, model: Any, tokenizer: Any, prompts: list, max_prompt_length: int,
-    reward_client: RewardClient, device: Any,
+    method: PpoMethod,
+    model: Any,
+    tokenizer: Any,
+    prompts: list,
+    max_prompt_length: int,
+    reward_client: RewardClient,
+    device: Any,
 ) -> dict[str, float]:
     """Mean reward and response length of `model`'s greedy answers to `prompts`."""
     greedy = SamplingSettings(method.max_new_tokens, do_sample=False)
     scores: list[float] = []
     lengths: list[float] = []
     for start in range(0, len(prompts), method.rollout_batch_size):
-        chunk = prompts[start:start + method.rollout_batch_size]
+        chunk = prompts[start : start + method.rollout_batch_size]
         prompt_ids = encode_prompts(tokenizer, chunk, max_prompt_length)
         rollout = generate_rollout(model, tokenizer, prompt_ids, greedy, device)
         scores.extend(reward_client.score([prompt_text(prompt) for prompt in chunk], rollout.completions))
