@@ -107,18 +107,23 @@ class RevocationListener:
     def _run(self) -> None:
         import psycopg  # local: only Postgres deployments need it
 
+        failing = False
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as connection:
                     connection.execute(f"LISTEN {KEY_REVOKED_CHANNEL}")
                     self._cache.enable()
+                    if failing:
+                        log.info("key revocation listener is back; API keys are cached again")
+                        failing = False
                     while not self._stop.is_set():
                         for notice in connection.notifies(timeout=1.0):
                             self._cache.forget(notice.payload)
-            except Exception as error:  # noqa: BLE001 - any failure means: stop trusting the cache, retry
-                if not self._stop.is_set():
+            except Exception as error:  # any failure means: stop trusting the cache, retry
+                if not self._stop.is_set() and not failing:  # once per outage, not every retry
                     log.warning("key revocation listener: %s; checking every key in the database until it is back",
                                 error)
+                    failing = True
             finally:
                 self._cache.disable()
             self._stop.wait(self.RETRY_S)
