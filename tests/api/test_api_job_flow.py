@@ -129,3 +129,24 @@ def test_succeeded_job_has_a_csv_results_file(server, project_key):
     with server.client(server.admin_key) as other_project:
         assert other_project.get(f"/v1/files/{file_id}").status_code == 404
         assert other_project.get(f"/v1/files/{file_id}/content").status_code == 404
+
+
+def test_creating_a_job_wakes_an_idle_dispatcher(server, project_key):
+    import threading
+    import time
+
+    engine = server.app.state.alignd.engine
+    if engine.dialect.name != "postgresql":  # SQLite has no LISTEN/NOTIFY: waiting is a plain sleep
+        assert queue.wait_for_jobs(engine, timeout=0.05) is False
+        return
+    woken: list[bool] = []
+    listener = threading.Thread(target=lambda: woken.append(queue.wait_for_jobs(engine, timeout=20)))
+    listener.start()
+    time.sleep(0.5)  # let it LISTEN
+    with server.client(project_key) as client:
+        started = time.monotonic()
+        job = client.post("/v1/fine_tuning/jobs", json={"model": "alignd-tiny", "training_file": _upload(client, SFT)})
+        assert job.status_code == 200, job.text
+        client.post(f"/v1/fine_tuning/jobs/{job.json()['id']}/cancel")  # keep the shared queue clean
+    listener.join(timeout=20)
+    assert woken == [True] and time.monotonic() - started < 10

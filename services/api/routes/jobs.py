@@ -24,7 +24,7 @@ from services.api.schemas import (
 from services.store import jobs as job_store
 from services.store.lifecycle import InvalidTransition
 from services.store.models import JOB_STATUSES, Job, Project, new_id
-from services.store.queue import DependencyFailed, NewJob, enqueue_job
+from services.store.queue import DependencyFailed, NewJob, enqueue_job, notify_workers
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning jobs"])
 
@@ -87,9 +87,11 @@ def _insert(session: Session, context: AppContext, new_job: NewJob) -> Job:
     otherwise (several statements), and always on SQLite (whose session is already a transaction)."""
     if new_job.depends_on and context.read_sessions is not None:
         with context.sessions.begin() as transaction:
-            return enqueue_job(transaction, new_job)
-    job = enqueue_job(session, new_job)
-    session.commit()
+            job = enqueue_job(transaction, new_job)
+    else:
+        job = enqueue_job(session, new_job)
+        session.commit()
+    notify_workers(context.engine)
     return job
 
 
