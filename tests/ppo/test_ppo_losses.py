@@ -158,7 +158,10 @@ def test_truncate_at_first_stop_token() -> None:
 def test_score_shaping_penalties_normalisation_and_clipping() -> None:
     method = PpoMethod(
         reward=RewardSource(type="function", function="demo_sort"),
-        missing_eos_penalty=1.0, length_penalty=0.1, reward_clip=1.5, normalize_rewards=False,
+        missing_eos_penalty=1.0,
+        length_penalty=0.1,
+        reward_clip=1.5,
+        normalize_rewards=False,
     )
     raw = torch.tensor([1.0, 1.0, 3.0])
     shaped = shape_scores(raw, torch.tensor([True, False, True]), torch.tensor([2.0, 2.0, 1.0]), method, None)

@@ -23,11 +23,23 @@ HELD_OUT = 200
 
 def ppo_spec(policy: Path, prompts: Path, reward: dict[str, Any], **overrides: Any) -> Any:
     method = {
-        "type": "ppo", "reward": reward, "max_new_tokens": 16, "rollout_batch_size": 32, "mini_batch_size": 16,
-        "ppo_epochs": 2, "kl_coef": 0.05, **overrides.pop("method", {}),
+        "type": "ppo",
+        "reward": reward,
+        "max_new_tokens": 16,
+        "rollout_batch_size": 32,
+        "mini_batch_size": 16,
+        "ppo_epochs": 2,
+        "kl_coef": 0.05,
+        **overrides.pop("method", {}),
     }
-    training = {"learning_rate": 3e-4, "max_steps": 24, "batch_size": 16, "seed": 0, "lr_scheduler": "constant",
-                **overrides.pop("training", {})}
+    training = {
+        "learning_rate": 3e-4,
+        "max_steps": 24,
+        "batch_size": 16,
+        "seed": 0,
+        "lr_scheduler": "constant",
+        **overrides.pop("training", {}),
+    }
     model = {"name_or_path": str(policy), **overrides.pop("model", {})}
     data = {"train_files": [str(prompts)], "max_length": 64, "max_prompt_length": 48, **overrides.pop("data", {})}
     return load_spec({"method": method, "model": model, "training": training, "data": data})
@@ -46,33 +58,77 @@ def rule_satisfaction_of(model_dir: Path, prompts: list[str]) -> float:
     return rule_satisfaction(model, load_tokenizer(str(model_dir)), prompts)
 
 
-def assert_learned(history: list[dict], before: float, after: float, min_gain: float = 0.03) -> None:
+STEP_METRICS = (
+    "reward_mean",
+    "reward_std",
+    "kl",
+    "entropy",
+    "clip_fraction",
+    "value_loss",
+    "approx_kl",
+    "response_length",
+    "policy_loss",
+    "kl_coef",
+    "score_mean",
+)
+# One recipe for both reward sources (examples/ppo.yaml and ppo_checker.yaml use it too). Sampling a little
+# colder than the policy keeps rollouts near the greedy answers the checker judges; unit-variance rewards make
+# one KL coefficient mean the same for the checker's [0, 1] and the reward model's logits; a gentle step and a
+# firm KL keep a learned judge's verdicts valid where the policy goes. The previous recipe (lr 3e-4, kl 0.05 on
+# raw rewards, temperature 1) lost rule satisfaction even with the checker: -0.08 / +0.01 / -0.045 over 48
+# updates from a 0.53 SFT start (seeds 0 / 1 / 2), -0.035 over 192 updates at temperature 0.7 from this one.
+LEARNING_METHOD = {
+    "temperature": 0.7,
+    "rollout_batch_size": 32,
+    "mini_batch_size": 16,
+    "ppo_epochs": 2,
+    "normalize_rewards": True,
+    "kl_coef": 0.3,
+}
+LEARNING_TRAINING = {"learning_rate": 1e-4, "max_steps": 96}
+
+
+def assert_learned(history: list[dict], before: float, after: float, min_gain: float) -> None:
+    """Rollout reward rose, held-out rule satisfaction rose by `min_gain`, KL to the SFT policy stayed bounded,
+    and every update logged what a user watches."""
     history = [row for row in history if "reward_mean" in row]  # the update rows, not the final evaluation
     rewards = [row["reward_mean"] for row in history]
-    early, late = sum(rewards[:4]) / 4, sum(rewards[-8:]) / 8
+    early, late = sum(rewards[:8]) / 8, sum(rewards[-16:]) / 16
     kls = [row["kl"] for row in history]
-    print(f"reward early {early:.3f} late {late:.3f}; rule satisfaction {before:.3f} -> {after:.3f}; "
-          f"max kl {max(kls):.3f}")
-    assert late > early + 0.04, (early, late)
+    print(
+        f"reward early {early:.3f} late {late:.3f}; rule satisfaction {before:.3f} -> {after:.3f}; "
+        f"max kl {max(kls):.3f}"
+    )
+    assert late > early, (early, late)
     assert after >= before + min_gain, (before, after)
     assert max(kls) < 3.0  # nats per response, against the SFT policy
-    for key in ("reward_std", "entropy", "clip_fraction", "value_loss", "approx_kl", "response_length",
-                "policy_loss", "kl_coef"):
-        assert key in history[-1]
+    for row in history:
+        assert set(STEP_METRICS) <= set(row), set(STEP_METRICS) - set(row)
 
 
 @pytest.mark.slow
 def test_ppo_with_checker_reward_improves_the_sft_policy(
     sft_model_dir: Path, demo_data: dict[str, Path], tmp_path: Path
 ) -> None:
-    spec = ppo_spec(sft_model_dir, demo_data["prompts"], {"type": "function", "function": "demo_sort"})
+    spec = ppo_spec(
+        sft_model_dir,
+        demo_data["prompts"],
+        {"type": "function", "function": "demo_sort"},
+        method=LEARNING_METHOD,
+        training=LEARNING_TRAINING,
+    )
     context = LocalContext(tmp_path)
     result = run_stage(spec, context)
-    assert result.status == "completed" and result.steps == 24
+    assert result.status == "completed" and result.steps == LEARNING_TRAINING["max_steps"]
     assert (tmp_path / "model" / "config.json").exists()
     prompts = held_out_prompts(demo_data)
-    assert_learned(context.history, rule_satisfaction_of(sft_model_dir, prompts),
-                   rule_satisfaction_of(result.model_dir, prompts))
+    # Measured (200 held-out prompts, SFT start 0.62, PPO seeds 0 / 1 / 2): 0.695 / 0.72 / 0.665, max KL <= 0.62.
+    assert_learned(
+        context.history,
+        rule_satisfaction_of(sft_model_dir, prompts),
+        rule_satisfaction_of(result.model_dir, prompts),
+        min_gain=0.03,
+    )
 
 
 @pytest.mark.slow
@@ -89,34 +145,55 @@ def test_ppo_with_trained_reward_model_improves_the_sft_policy(
     right, *degenerate = judge.score([prompt] * len(answers), answers)
     assert right > max(degenerate), (right, degenerate)
 
-    # A learned reward model is still hackable off its data (it overrates some answers with a wrong extra letter):
-    # a gentle step and a firm KL keep the policy where its judgement holds. Measured with lr 3e-4 and kl 0.05
-    # over 48 updates: its reward rose -2.1 -> -0.1 while held-out rule satisfaction fell 0.50 -> 0.15.
-    spec = ppo_spec(sft_model_dir, demo_data["prompts"], {"type": "model", "model": str(reward_model_dir)},
-                    method={"kl_coef": 0.1}, training={"learning_rate": 1e-4, "max_steps": 48},
-                    data={"eval_files": [str(demo_data["eval"])]})
+    # The reward model's blind spot is the policy's own: sorted answers of the right length with a letter
+    # miscounted ("a b g h h h" for "a a b g h h"); it ranks the right answer above the policy's other mistakes
+    # every time but above these only about 6 times in 10. Rewards normalised to unit variance and a firm KL
+    # coefficient keep PPO from trading the mistakes the judge sees for the ones it does not.
+    spec = ppo_spec(
+        sft_model_dir,
+        demo_data["prompts"],
+        {"type": "model", "model": str(reward_model_dir)},
+        method=LEARNING_METHOD,
+        training=LEARNING_TRAINING,
+        data={"eval_files": [str(demo_data["eval"])]},
+    )
     context = LocalContext(tmp_path)
     result = run_stage(spec, context)
-    assert result.status == "completed" and result.steps == 48
+    assert result.status == "completed" and result.steps == LEARNING_TRAINING["max_steps"]
     # The stage's own held-out evaluation: greedy answers of the trained and of the starting policy, same judge.
     evaluation = result.eval_metrics
     print(f"held-out RM reward {evaluation['eval_reference_reward_mean']:.3f} -> {evaluation['eval_reward_mean']:.3f}")
     assert evaluation["eval_reward_mean"] > evaluation["eval_reference_reward_mean"]
     # Judge the policy by the checker too: the reward model's own score could be hacked.
     prompts = held_out_prompts(demo_data)
-    before, after = rule_satisfaction_of(sft_model_dir, prompts), rule_satisfaction_of(result.model_dir, prompts)
-    # Measured (200 held-out prompts): rule satisfaction 0.495 -> 0.550 with this seed, but 0.495 -> 0.480 with
-    # seed 1, and 0.475 with kl 0.2; 0.435 with a reward model trained 400 steps. A checker gain with the learned
-    # reward is not robust at this budget, so this asserts no collapse (and the RM's own reward rising), not a gain.
-    assert_learned(context.history, before, after, min_gain=-0.03)
+    # Measured (200 held-out prompts, SFT start 0.62, PPO seeds 0 / 1 / 2): 0.645 / 0.675 / 0.675, max KL <= 1.27;
+    # half the checker's gain, the rest lost to miscounted letters. Other recipes at temperature 0.7 (seeds 0 / 1):
+    # kl 0.1 on raw rewards, 48 updates -0.035 / -0.05; kl 0.1 normalised, 96 updates +0.04 / -0.015; kl 1.0 on
+    # raw rewards at lr 2e-4 +0.01 / -0.03; this recipe at lr 3e-4 +0.01 / +0.005, or for 192 updates +0.02 /
+    # +0.08. The bar is 3 problems of 200, under the worst seed.
+    assert_learned(
+        context.history,
+        rule_satisfaction_of(sft_model_dir, prompts),
+        rule_satisfaction_of(result.model_dir, prompts),
+        min_gain=0.015,
+    )
 
 
 def test_resume_matches_an_uninterrupted_run(sft_model_dir: Path, demo_data: dict[str, Path], tmp_path: Path) -> None:
     """4 updates straight vs 2, pause, resume, 2 more: same samples, rewards, losses and weights."""
     spec = ppo_spec(
-        sft_model_dir, demo_data["prompts"], {"type": "function", "function": "demo_sort"},
-        method={"rollout_batch_size": 8, "mini_batch_size": 4, "max_new_tokens": 10, "adaptive_kl": True,
-                "normalize_rewards": True, "target_kl": 0.1, "kl_horizon": 100},
+        sft_model_dir,
+        demo_data["prompts"],
+        {"type": "function", "function": "demo_sort"},
+        method={
+            "rollout_batch_size": 8,
+            "mini_batch_size": 4,
+            "max_new_tokens": 10,
+            "adaptive_kl": True,
+            "normalize_rewards": True,
+            "target_kl": 0.1,
+            "kl_horizon": 100,
+        },
         training={"max_steps": 4, "batch_size": 2, "lr_scheduler": "linear", "save_steps": 3},
     )
     straight = LocalContext(tmp_path / "straight")
@@ -131,8 +208,17 @@ def test_resume_matches_an_uninterrupted_run(sft_model_dir: Path, demo_data: dic
 
     split_history = paused.history + resumed.history
     assert [row["step"] for row in split_history] == [1, 2, 3, 4]
-    for key in ("reward_mean", "policy_loss", "value_loss", "kl", "kl_coef", "score_mean", "response_length",
-                "approx_kl", "entropy"):
+    for key in (
+        "reward_mean",
+        "policy_loss",
+        "value_loss",
+        "kl",
+        "kl_coef",
+        "score_mean",
+        "response_length",
+        "approx_kl",
+        "entropy",
+    ):
         expected = torch.tensor([row[key] for row in straight.history], dtype=torch.float64)
         actual = torch.tensor([row[key] for row in split_history], dtype=torch.float64)
         torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-7, msg=f"{key} differs after resume")
@@ -146,9 +232,13 @@ def test_resume_matches_an_uninterrupted_run(sft_model_dir: Path, demo_data: dic
 
 
 def test_cancel_keeps_a_checkpoint(sft_model_dir: Path, demo_data: dict[str, Path], tmp_path: Path) -> None:
-    spec = ppo_spec(sft_model_dir, demo_data["prompts"], {"type": "function", "function": "demo_sort"},
-                    method={"rollout_batch_size": 4, "mini_batch_size": 4, "max_new_tokens": 6},
-                    training={"max_steps": 5})
+    spec = ppo_spec(
+        sft_model_dir,
+        demo_data["prompts"],
+        {"type": "function", "function": "demo_sort"},
+        method={"rollout_batch_size": 4, "mini_batch_size": 4, "max_new_tokens": 6},
+        training={"max_steps": 5},
+    )
     result = run_stage(spec, LocalContext(tmp_path, stop_after_step=1, stop_reason="cancel"))
     assert result.status == "cancelled" and result.steps == 1
     assert (tmp_path / "checkpoints" / "checkpoint-1" / "complete").exists()
@@ -158,9 +248,17 @@ def test_lora_policy_uses_its_adapter_free_base_as_reference(
     sft_model_dir: Path, demo_data: dict[str, Path], tmp_path: Path
 ) -> None:
     spec = ppo_spec(
-        sft_model_dir, demo_data["prompts"], {"type": "function", "function": "demo_sort"},
-        method={"rollout_batch_size": 8, "mini_batch_size": 8, "max_new_tokens": 8, "value_model": "head",
-                "ppo_epochs": 1, "kl_estimator": "k3"},
+        sft_model_dir,
+        demo_data["prompts"],
+        {"type": "function", "function": "demo_sort"},
+        method={
+            "rollout_batch_size": 8,
+            "mini_batch_size": 8,
+            "max_new_tokens": 8,
+            "value_model": "head",
+            "ppo_epochs": 1,
+            "kl_estimator": "k3",
+        },
         training={"max_steps": 3, "learning_rate": 1e-2, "batch_size": 8},
         model={"lora": {"r": 4, "dropout": 0.0}},
     )
@@ -207,14 +305,22 @@ def _closed_port() -> int:
     ids=["raises", "times-out", "http-down"],
 )
 def test_failing_reward_source_ends_the_stage_with_a_clear_error(
-    failing_rewards: Any, sft_model_dir: Path, demo_data: dict[str, Path], tmp_path: Path,
-    reward: dict[str, Any], message: str,
+    failing_rewards: Any,
+    sft_model_dir: Path,
+    demo_data: dict[str, Path],
+    tmp_path: Path,
+    reward: dict[str, Any],
+    message: str,
 ) -> None:
     if "url" in reward:
         reward = {**reward, "url": reward["url"].format(port=_closed_port())}
-    spec = ppo_spec(sft_model_dir, demo_data["prompts"], reward,
-                    method={"rollout_batch_size": 4, "mini_batch_size": 4, "max_new_tokens": 4},
-                    training={"max_steps": 2})
+    spec = ppo_spec(
+        sft_model_dir,
+        demo_data["prompts"],
+        reward,
+        method={"rollout_batch_size": 4, "mini_batch_size": 4, "max_new_tokens": 4},
+        training={"max_steps": 2},
+    )
     started = time.monotonic()
     with pytest.raises(RewardSourceError, match="reward source") as caught:
         run_stage(spec, LocalContext(tmp_path))
