@@ -71,7 +71,11 @@ def autocommit_engine(engine: Engine, durable: bool = True) -> Engine:
     autocommit = engines.get(durable)
     if autocommit is None:
         pool = engine.pool
-        connect_args = {} if durable else {"options": "-c synchronous_commit=off"}
+        connect_args = {}
+        if not durable:  # keep any options the URL already passes (search_path, ...)
+            given = engine.url.query.get("options")
+            given = " ".join(given) if isinstance(given, tuple) else given
+            connect_args["options"] = f"{given} -c synchronous_commit=off" if given else "-c synchronous_commit=off"
         autocommit = engines[durable] = create_engine(
             engine.url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, pool_size=pool.size(),
             max_overflow=getattr(pool, "_max_overflow", 10), pool_recycle=1800, pool_pre_ping=False,
