@@ -20,7 +20,7 @@ call runs and commits its own transaction unless it takes a ``Session``):
 - ``record_event``, ``record_metrics(sessions, job_id, step, metrics)``, ``record_checkpoint(sessions,
   job_id, step, path, metrics)``, ``latest_checkpoint``, ``register_model``, ``resolve_model``.
 - ``wait_for_jobs(engine, timeout)``: sleep until a job is enqueued (LISTEN/NOTIFY) or timeout;
-  ``notify_workers(engine)``: the wake-up, sent after ``enqueue_job``'s commit (``enqueue_jobs`` sends its own).
+  ``notify_workers(engine)``: the wake-up, sent by the caller after the enqueueing transaction commits.
 
 On Postgres, claim / renew / complete / fail are one autocommit statement each (``services.store.queue_pg``);
 claims and renewals commit without waiting for the WAL flush (safe to lose: see ``queue_pg.RELAXED_CLAIMS``).
@@ -168,15 +168,15 @@ def _job_rows(session: Session, jobs: list[NewJob]) -> tuple[list[dict], list[di
 
 
 def enqueue_jobs(session: Session, jobs: list[NewJob]) -> list[str]:
-    """Insert jobs (queued, or blocked on unfinished inputs) in the caller's transaction; returns ids."""
+    """Insert jobs (queued, or blocked on unfinished inputs) in the caller's transaction; returns ids.
+
+    Wakes no worker: call notify_workers once the transaction is committed."""
     rows, edges, events = _job_rows(session, jobs)
     connection = session.connection()
     connection.execute(insert(Job.__table__), rows)
     if edges:
         connection.execute(insert(JobDependency.__table__), edges)
     add_events(session, events)
-    if is_postgres(session):
-        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
     return [row["id"] for row in rows]
 
 
@@ -202,8 +202,8 @@ def _enqueue_statement() -> Any:
 def enqueue_job(session: Session, job: NewJob) -> Job:
     """Insert one job in the caller's transaction and return it (detached: read its attributes only).
 
-    On Postgres a job that waits on no other job is one statement and wakes no worker: call notify_workers once
-    it is committed."""
+    On Postgres a job that waits on no other job is one statement. Wakes no worker: call notify_workers once the
+    job is committed."""
     if job.depends_on or not is_postgres(session):
         (job_id,) = enqueue_jobs(session, [job])
         return session.execute(select(Job).where(Job.id == job_id)).scalar_one()

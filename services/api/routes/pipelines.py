@@ -7,13 +7,13 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import ValidationError
 
-from services.api.deps import CurrentProject, SessionDep
+from services.api.deps import ContextDep, CurrentProject, SessionDep
 from services.api.errors import ApiError, bad_request, not_found
 from services.api.job_requests import ModelReferences, build_new_job
 from services.api.schemas import JobCreate, PipelineCreate, PipelinePublic, PipelineStage
 from services.store import jobs as job_store
 from services.store.models import new_id
-from services.store.queue import enqueue_jobs
+from services.store.queue import enqueue_jobs, notify_workers
 
 router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"])
 
@@ -50,7 +50,8 @@ def _stage_body(stage: PipelineStage, index: int, model: str, reward_model: str 
 
 
 @router.post("", response_model=PipelinePublic)
-def create_pipeline(body: PipelineCreate, session: SessionDep, project: CurrentProject) -> PipelinePublic:
+def create_pipeline(body: PipelineCreate, session: SessionDep, project: CurrentProject,
+                    context: ContextDep) -> PipelinePublic:
     pipeline_id = new_id("pipe")
     pending: dict[str, str] = {}
     policy, reward_model = body.model, None
@@ -75,6 +76,7 @@ def create_pipeline(body: PipelineCreate, session: SessionDep, project: CurrentP
     row = job_store.add_pipeline(session, pipeline_id=pipeline_id, project_id=project.id, name=body.name,
                                  request=body.model_dump(mode="json"), job_ids=job_ids, metadata=body.metadata)
     session.commit()
+    notify_workers(context.engine)
     return PipelinePublic.from_row(row, job_store.jobs_by_ids(session, job_ids))
 
 
