@@ -2,6 +2,14 @@
 
 "auto" values are filled in by the Hugging Face integration from the TrainingArguments, so batch
 sizes, learning rate and clipping are stated once, in the spec's training section.
+
+The same spec must give the same update with and without DeepSpeed (tests/core/test_core_deepspeed.py):
+- Mixed precision is DeepSpeed's ``torch_autocast``: fp32 weights under bf16 autocast, as the plain
+  path trains. DeepSpeed's ``bf16`` mode casts the weights themselves to bf16 for the forward, so
+  updates below half a bf16 unit (lr 2e-5 on a 0.02 weight) vanish from norms and embeddings: on the
+  1.1B model the second loss was 9.59 against 8.50 (docs/benchmarks.md, run F).
+- The optimizer is the trainer's own: a DeepSpeed "optimizer" section makes the trainer hand it one flat
+  parameter list, so weight decay also hit the norm weights and biases the trainer exempts.
 """
 
 from __future__ import annotations
@@ -25,12 +33,14 @@ def deepspeed_config(distribution: DistributionSpec, mixed_precision: str | None
     if distribution.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": distribution.gpus_per_worker > 0}
     if stage == 3:
-        zero.update({
-            "stage3_prefetch_bucket_size": "auto",
-            "stage3_param_persistence_threshold": "auto",
-            # Full weights gathered on save, so checkpoints and the final model load without DeepSpeed.
-            "stage3_gather_16bit_weights_on_model_save": True,
-        })
+        zero.update(
+            {
+                "stage3_prefetch_bucket_size": "auto",
+                "stage3_param_persistence_threshold": "auto",
+                # Full weights gathered on save, so checkpoints and the final model load without DeepSpeed.
+                "stage3_gather_16bit_weights_on_model_save": True,
+            }
+        )
         if distribution.offload_params:
             zero["offload_param"] = {"device": "cpu", "pin_memory": distribution.gpus_per_worker > 0}
     config: dict[str, Any] = {
@@ -39,17 +49,25 @@ def deepspeed_config(distribution: DistributionSpec, mixed_precision: str | None
         "train_batch_size": "auto",
         "gradient_accumulation_steps": "auto",
         "gradient_clipping": "auto",
-        "bf16": {"enabled": mixed_precision == "bf16"},
+        "bf16": {"enabled": False},
+        # fp16 is chosen only for weights loaded in fp16, which the plain path cannot step either; DeepSpeed's
+        # fp16 mode (fp32 master weights, loss scaling) is the one that trains them.
         "fp16": {"enabled": mixed_precision == "fp16"},
+        # The trainer's torch AdamW (weight-decay groups, fused on a GPU), wrapped by ZeRO: no compiled
+        # DeepSpeed op (fused_adam / cpu_adam take ~50 s to build). With offload DeepSpeed keeps it too.
+        "zero_allow_untested_optimizer": True,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    if not distribution.offload_optimizer:
-        # A plain torch optimizer needs no compiled DeepSpeed op (fused_adam / cpu_adam take ~50 s to build).
-        # With an offloaded optimizer DeepSpeed requires its CPU Adam, so the trainer's optimizer is kept.
-        config["zero_allow_untested_optimizer"] = True
-        config["optimizer"] = {
-            "type": "AdamW",
-            "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto", "torch_adam": True},
-        }
+    if mixed_precision == "bf16":
+        # No module communicates its gradients in bf16: fp32 reductions, as DDP does with fp32 weights.
+        config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
     return config
+
+
+def trainer_overrides(config: dict[str, Any] | None) -> dict[str, Any]:
+    """TrainingArguments fields a DeepSpeed config needs. The trainer's bf16 flag would switch DeepSpeed's bf16
+    mode back on (the integration fills and checks ``bf16.enabled`` from it); torch_autocast replaces it."""
+    if config is None or not config.get("torch_autocast", {}).get("enabled"):
+        return {}
+    return {"bf16": False}

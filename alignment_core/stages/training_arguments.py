@@ -11,7 +11,7 @@ from typing import Any
 
 from alignment_core.context import StageContext
 from alignment_core.specs import JobSpec
-from alignment_core.stages.deepspeed_config import deepspeed_config
+from alignment_core.stages.deepspeed_config import deepspeed_config, trainer_overrides
 
 NEVER = 10**9  # a step interval that never fires; the trainer still saves at the last step
 
@@ -97,6 +97,8 @@ def trainer_config(config_class: type, spec: JobSpec, context: StageContext, dev
         arguments["activation_checkpointing_kwargs"] = {"use_reentrant": False}
     arguments.update(method_arguments)
     arguments.update(performance_overrides(spec, device))
+    # Last: DeepSpeed's torch_autocast does the bf16 autocast, and the trainer's bf16 flag must not undo it.
+    arguments.update(trainer_overrides(arguments["deepspeed"]))
     return config_class(**_for_installed_transformers(config_class, arguments))
 
 
