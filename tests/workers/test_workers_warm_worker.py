@@ -1,7 +1,10 @@
 """Single-worker CPU stages run on the dispatcher's warm worker: one process across jobs, CPUs reserved only
-while a stage runs, a fresh process after a failed stage; the timeline event says where start-up went."""
+while a stage runs, a fresh process after a failed stage, cancel honoured while waiting for CPUs; the
+timeline event says where start-up went."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from workers_support import sft_body, wait_for
@@ -51,3 +54,17 @@ def test_warm_worker_is_reused_holds_no_cpus_between_jobs_and_is_replaced_after_
     after, after_worker = _run(client, good)
     assert after["status"] == "succeeded", after["error"]
     assert after_worker["pid"] != failed_worker["pid"], "a failed stage's process is not reused"
+
+
+def test_job_waiting_for_cpus_the_cluster_lacks_is_cancelled_at_once(sqlite_stack, uploaded, tiny_model_dir):
+    client = sqlite_stack.client()
+    # 64 CPUs on the session's 2-CPU Ray: the stage's placement group can never be placed.
+    body = {**sft_body(str(tiny_model_dir), uploaded["sft"], max_steps=3, save_steps=3), "cpus_per_worker": 64}
+    job = client.create_job(body)
+    wait_for(lambda: client.job(job["id"])["status"] == "running", 60, "the job to be claimed")
+
+    asked = time.monotonic()
+    client.action(job["id"], "cancel")
+    final = client.wait(job["id"], timeout_s=30, poll_s=0.2)
+    assert final["status"] == "cancelled"
+    assert time.monotonic() - asked < 10
