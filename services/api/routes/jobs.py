@@ -20,6 +20,7 @@ from services.api.schemas import (
     JobPublic,
     ListPublic,
     MetricPublic,
+    jobs_page_json,
 )
 from services.store import jobs as job_store
 from services.store.lifecycle import InvalidTransition
@@ -120,7 +121,7 @@ def list_jobs(request: Request, context: ContextDep, project: CurrentProject, af
     with context.open_session(autocommit=True) as session:
         rows, has_more = job_store.list_jobs(session, project.id, after=after, limit=limit, status=status,
                                              metadata=metadata_filter)
-    return _json(ListPublic(data=[JobPublic.from_row(row) for row in rows], has_more=has_more))
+    return Response(jobs_page_json(rows, has_more), media_type="application/json")
 
 
 @router.get("/{job_id}", response_model=JobPublic)
