@@ -122,7 +122,7 @@ class WarmWorkerPool:
 
     def _start(self, node_id: str, threads: int) -> None:
         # The thread count must be in the environment when torch starts: calling torch.set_num_threads(2) later
-        # in a process that started with OMP_NUM_THREADS=1 (Ray's default for a 0-CPU actor) trained 3-10x
+        # in a process that started with OMP_NUM_THREADS=1 (Ray's default for a 0-CPU actor) trained 1.5-3.5x
         # slower on this 2-core machine. Ray Train sets the same variable from the worker's CPUs.
         env = {**self.env, "OMP_NUM_THREADS": str(threads)}
         self._actor = WarmStageWorker.options(
