@@ -58,7 +58,8 @@ def run(spec: JobSpec, context: StageContext) -> StageResult:
     device = resolve_device(spec.distribution)
     tokenizer = load_tokenizer(spec.model.name_or_path)
     data = prepare_preference_data(spec, tokenizer, for_reward_model=False)
-    model = load_causal_lm(spec.model, device, trainable=True)
+    # LoRA's initial weights come from the spec's seed: the same spec trains the same in any process.
+    model = load_causal_lm(spec.model, device, trainable=True, seed=spec.training.seed)
     reference = None
     if not isinstance(model, PeftModel) and not spec.method.precompute_ref_log_probs:
         reference = load_causal_lm(spec.model, device, trainable=False)

@@ -24,7 +24,8 @@ def run(spec: JobSpec, context: StageContext) -> StageResult:
     device = resolve_device(spec.distribution)
     tokenizer = load_tokenizer(spec.model.name_or_path)
     data = prepare_sft_data(spec, tokenizer)
-    model = load_causal_lm(spec.model, device, trainable=True)
+    # LoRA's initial weights come from the spec's seed: the same spec trains the same in any process.
+    model = load_causal_lm(spec.model, device, trainable=True, seed=spec.training.seed)
     has_eval = data.eval is not None
     config = trainer_config(
         SFTConfig, spec, context, device, has_eval,
