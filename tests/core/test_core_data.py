@@ -134,3 +134,26 @@ def test_demo_paths_resolve_to_generated_files(alignd_home):
     assert path.startswith(str(alignd_home)) and path.endswith("preference.jsonl")
     with pytest.raises(UnknownDemoFile):
         resolve_data_path("alignd-demo:nope")
+
+
+def test_stale_demo_data_is_rebuilt(tmp_path, monkeypatch):
+    from alignment_core.data.demo_sources import VERSION_FILE, demo_data_version, ensure_demo_data
+
+    monkeypatch.setenv("ALIGND_HOME", str(tmp_path))
+    directory = ensure_demo_data()
+    assert (directory / VERSION_FILE).read_text().strip() == demo_data_version()
+    fresh = (directory / "preference.jsonl").read_text()
+    # A current folder is left alone.
+    (directory / "sft.jsonl").write_text("kept\n")
+    assert (ensure_demo_data() / "sft.jsonl").read_text() == "kept\n"
+    # Built by another generator version, or before folders carried a version: rebuilt, nothing left over.
+    for marker in ("0123456789abcdef\n", None):
+        (directory / "preference.jsonl").write_text('{"prompt": "old", "chosen": "a", "rejected": "b"}\n')
+        if marker is None:
+            (directory / VERSION_FILE).unlink()
+        else:
+            (directory / VERSION_FILE).write_text(marker)
+        assert ensure_demo_data() == directory
+        assert (directory / "preference.jsonl").read_text() == fresh
+        assert (directory / VERSION_FILE).read_text().strip() == demo_data_version()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["demo-data"]
