@@ -60,8 +60,11 @@ def ensure_demo_data() -> Path:
     try:
         if directory.exists():
             directory.rename(stale)  # a stale folder: out of the way first, rename() won't replace it
+    except OSError:  # another process moved it first
+        pass
+    try:
         staging.rename(directory)
-    except OSError:  # another process finished first; its files are identical
+    except OSError:  # another process put its files in place first; they are identical
         shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(stale, ignore_errors=True)
     return directory
