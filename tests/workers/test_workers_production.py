@@ -83,7 +83,8 @@ def ray_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     try:
         yield f"127.0.0.1:{port}", env
     finally:
-        stop_sessions([head])
+        # `ray start --block` took > 30 s to leave after SIGTERM (every time): its session is killed after 5 s.
+        stop_sessions([head], timeout_s=5)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
