@@ -146,6 +146,8 @@ def _summary(latencies: list[float], elapsed: float, server_cpu: float, postgres
 async def _measure(server: Server, clients: list[Callable[[Connection], Awaitable[list[float]]]],
                    ) -> tuple[list[float], float, float, float]:
     connections = [await Connection.open(server.port) for _ in clients]
+    # Read now, not at start-up: uvicorn's supervisor replaces a worker that died or missed a health check.
+    server.pids = [server.pids[0], *_children(server.pids[0])]
     postgres = _backend_pids(server.database)
     cpu, pg_cpu, started = _cpu_seconds(server.pids), _cpu_seconds(postgres), time.perf_counter()
     try:

@@ -7,6 +7,7 @@ import secrets
 import time
 
 from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.store.engine import is_postgres
@@ -59,8 +60,19 @@ def create_project(session: Session, name: str) -> Project:
 
 
 def ensure_project(session: Session, name: str) -> Project:
-    """The project named `name`, created if missing."""
-    return get_project(session, name) or create_project(session, name)
+    """The project named `name`, created if missing; safe when several processes race to create it (the API's
+    workers all ensure 'default' as they start)."""
+    project = get_project(session, name)
+    if project is not None:
+        return project
+    try:
+        with session.begin_nested():  # a savepoint: losing the race must not end the caller's transaction
+            return create_project(session, name)
+    except (IntegrityError, ProjectExists):  # another process created it since the first look
+        project = get_project(session, name)
+        if project is None:
+            raise
+        return project
 
 
 def list_projects(session: Session) -> list[Project]:

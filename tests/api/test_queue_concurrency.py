@@ -145,3 +145,26 @@ def test_retry_backoff_then_final_failure(queue_db):
     assert claimed.id == job_id and claimed.attempt == 2
     assert queue.fail_job(sessions, job_id, "w", "flaky", retryable=True) == "failed"  # attempts used up
     engine.dispose()
+
+
+def _ensure_project_after(url: str, name: str, barrier, results) -> None:
+    sessions = make_session_factory(make_engine(url))
+    barrier.wait()
+    with sessions.begin() as session:
+        results.append(ensure_project(session, name).id)
+
+
+def test_processes_racing_to_ensure_a_project_get_the_same_one(queue_db):
+    """`alignd serve --workers N` starts N apps at once, each ensuring the 'default' project: none may crash."""
+    context = multiprocessing.get_context("fork")
+    with context.Manager() as manager:
+        barrier, results = manager.Barrier(NUM_PROCESSES), manager.list()
+        name = f"race-{secrets.token_hex(3)}"
+        racers = [context.Process(target=_ensure_project_after, args=(queue_db, name, barrier, results))
+                  for _ in range(NUM_PROCESSES)]
+        for process in racers:
+            process.start()
+        for process in racers:
+            process.join(timeout=60)
+        assert [process.exitcode for process in racers] == [0] * NUM_PROCESSES
+        assert len(results) == NUM_PROCESSES and len(set(results)) == 1
