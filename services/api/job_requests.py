@@ -28,6 +28,7 @@ from alignment_core.specs import (
     describe_validation_error,
 )
 from services.api.errors import ApiError, bad_request
+from services.api.model_names import check_model_name
 from services.api.schemas import SEED_RANGE, JobCreate
 from services.settings import get_settings
 from services.store.files import file_format
@@ -128,7 +129,7 @@ class ModelReferences:
         self.depends_on: list[str] = []
 
     def resolve(self, name: str, param: str) -> str:
-        """The name the spec should carry: another job's output name, or `name` unchanged."""
+        """The name the spec should carry: another job's output name, or `name` checked (check_model_name)."""
         if name in self.pending:
             self._add(self.pending[name])
             return name
@@ -138,7 +139,7 @@ class ModelReferences:
             if looks_like_job:
                 raise ApiError(400, f"{param}: no job or fine-tuned model '{name}' in this project", param=param,
                                code="model_not_found")
-            return name
+            return check_model_name(name, param)
         if job.status in ("failed", "cancelled"):
             raise bad_request(f"{param}: input job '{job.id}' is {job.status}", param, code="dependency_failed")
         if job.status != "succeeded":

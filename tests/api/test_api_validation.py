@@ -139,3 +139,50 @@ def test_a_gpu_job_that_cannot_fit_is_refused_before_queueing(server, project_ke
         body.update(lora={"r": 16}, quantization={"bits": 4}, spec={"model": {"gradient_checkpointing": True}})
         response = client.post("/v1/fine_tuning/jobs", json=body)
         assert response.status_code == 200, response.text
+
+
+def _create(client, body):
+    before = len(client.get("/v1/fine_tuning/jobs", params={"limit": 1000}).json()["data"])
+    response = client.post("/v1/fine_tuning/jobs", json=body)
+    queued = len(client.get("/v1/fine_tuning/jobs", params={"limit": 1000}).json()["data"]) - before
+    return response, queued
+
+
+@pytest.mark.parametrize("model", ["/no/such/model-folder", "./no-such-folder", "../no/such", "~/no-such-alignd-model",
+                                   "does/not-exist-model", "not a hub id", "org/too/deep"])
+def test_a_model_that_cannot_load_is_refused_at_create(server, project_key, files, model):
+    """The tests run with HF_HUB_OFFLINE=1: a hub id that is not in the cache cannot load either."""
+    with server.client(project_key) as client:
+        for body, param in [({"model": model}, "model"),
+                            ({"method": {"type": "ppo", "ppo": {"reward_model": model}}}, "method.ppo.reward_model")]:
+            response, queued = _create(client, {"model": "alignd-tiny", "training_file": files["sft"], **body})
+            assert response.status_code == 400 and queued == 0, response.text
+            error = response.json()["error"]
+            assert error["param"] == param and error["code"] == "model_not_found", error
+            assert model in error["message"]
+    if model == "does/not-exist-model":
+        assert "offline" in error["message"]
+
+
+def test_model_names_that_can_load_are_accepted(server, project_key, files, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    (tmp_path / "local-model").mkdir()
+    snapshot = tmp_path / "hub" / "models--org--cached-model" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "hub" / "models--org--cached-model" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--cached-model" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)  # the server runs in this process: a relative path resolves against tmp_path
+    with server.client(project_key) as client:
+        local = str(tmp_path / "local-model")
+        cached = "org/cached-model"
+        for model, carried in [("./local-model", local), ("local-model", local), (cached, cached)]:
+            response, queued = _create(client, {"model": model, "training_file": files["sft"]})
+            assert response.status_code == 200 and queued == 1, response.text
+            assert response.json()["spec"]["model"]["name_or_path"] == carried
+        # With the hub online the API does not call it (unbounded latency in a request): the worker's download tells.
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        response, queued = _create(client, {"model": "does/not-exist-model", "training_file": files["sft"]})
+        assert response.status_code == 200 and queued == 1, response.text
