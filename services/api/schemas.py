@@ -219,6 +219,22 @@ class JobEventPublic(BaseModel):
                    data=row.data, type=row.type)
 
 
+# OpenAI's checkpoint metric names and the trainer's names they are read from. Our eval metrics cover the
+# whole validation set, so they fill both OpenAI's per-step `valid_*` and its `full_valid_*`.
+CHECKPOINT_METRIC_SOURCES = {
+    "train_loss": "loss", "train_mean_token_accuracy": "mean_token_accuracy",
+    "valid_loss": "eval_loss", "valid_mean_token_accuracy": "eval_mean_token_accuracy",
+    "full_valid_loss": "eval_loss", "full_valid_mean_token_accuracy": "eval_mean_token_accuracy",
+}
+
+
+def checkpoint_metrics(step: int, recorded: dict[str, Any] | None) -> dict[str, Any]:
+    """OpenAI's checkpoint metrics (None where not measured), with every metric we recorded kept too."""
+    recorded = recorded or {}
+    openai_names = {name: recorded.get(source) for name, source in CHECKPOINT_METRIC_SOURCES.items()}
+    return {"step": step, **openai_names, **recorded}
+
+
 class CheckpointPublic(BaseModel):
     id: str
     object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
@@ -232,7 +248,7 @@ class CheckpointPublic(BaseModel):
     def from_row(cls, row: Checkpoint, job: Job) -> CheckpointPublic:
         return cls(id=f"ftckpt-{row.id}", created_at=int(row.created_at),
                    fine_tuned_model_checkpoint=f"{job.output_model}:ckpt-step-{row.step}",
-                   fine_tuning_job_id=job.id, metrics={"step": row.step, **(row.metrics or {})},
+                   fine_tuning_job_id=job.id, metrics=checkpoint_metrics(row.step, row.metrics),
                    step_number=row.step)
 
 

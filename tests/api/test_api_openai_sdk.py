@@ -65,7 +65,8 @@ def test_worker_progress_is_visible_through_the_sdk(server, sdk, demo_files):
         queue.record_metrics(server.sessions, job.id, step, {"loss": 3.0 / step, "learning_rate": 1e-4})
     queue.record_metrics(server.sessions, job.id, 3, {"eval_loss": 1.5})
     queue.record_checkpoint(server.sessions, job.id, 2, "/ckpt/2", {"loss": 1.5})
-    queue.record_checkpoint(server.sessions, job.id, 3, "/ckpt/3", {"loss": 1.0})
+    queue.record_checkpoint(server.sessions, job.id, 3, "/ckpt/3", {
+        "loss": 1.0, "mean_token_accuracy": 0.5, "eval_loss": 1.25, "eval_mean_token_accuracy": 0.4, "grad_norm": 2.0})
     assert sdk.fine_tuning.jobs.retrieve(job.id).status == "running"
     model_id = queue.complete_job(server.sessions, job.id, "test-worker", result={"final_loss": 1.0},
                                   trained_tokens=1234, model_path="/models/final")
@@ -75,8 +76,14 @@ def test_worker_progress_is_visible_through_the_sdk(server, sdk, demo_files):
     checkpoints = sdk.fine_tuning.jobs.checkpoints.list(job.id)
     assert [c.step_number for c in checkpoints.data] == [3, 2]
     assert checkpoints.data[0].fine_tuned_model_checkpoint.endswith(":ckpt-step-3")
-    assert checkpoints.data[0].metrics.model_extra.get("loss", getattr(checkpoints.data[0].metrics, "loss", None)) \
-        in (1.0, None)
+    # OpenAI's metric names are filled from the trainer's; our own names stay as extra keys.
+    metrics = checkpoints.data[0].metrics
+    assert (metrics.step, metrics.train_loss, metrics.train_mean_token_accuracy) == (3, 1.0, 0.5)
+    assert (metrics.valid_loss, metrics.valid_mean_token_accuracy) == (1.25, 0.4)
+    assert (metrics.full_valid_loss, metrics.full_valid_mean_token_accuracy) == (1.25, 0.4)
+    assert metrics.model_extra["grad_norm"] == 2.0 and metrics.model_extra["eval_loss"] == 1.25
+    earlier = checkpoints.data[1].metrics
+    assert earlier.train_loss == 1.5 and earlier.valid_loss is None and earlier.full_valid_mean_token_accuracy is None
     with server.client(sdk.api_key) as client:
         metrics = client.get(f"/v1/fine_tuning/jobs/{job.id}/metrics", params={"after_step": 1, "limit": 1}).json()
         assert metrics["object"] == "list" and metrics["has_more"] is True
