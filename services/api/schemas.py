@@ -121,12 +121,17 @@ def _openai_hyperparameters(spec: dict[str, Any]) -> dict[str, Any]:
 
     training, method = spec.get("training", {}), spec.get("method", {})
     preset = PRESETS.get(method.get("type", ""), {})
-    learning_rate = training.get("learning_rate")
-    hyper = {"n_epochs": training.get("epochs"), "batch_size": training.get("batch_size"),
+    learning_rate, epochs = training.get("learning_rate"), training.get("epochs")
+    # The spec stores epochs as a float (fractions are allowed); OpenAI's SDK types n_epochs `int | "auto"`.
+    if isinstance(epochs, float) and epochs.is_integer():
+        epochs = int(epochs)
+    hyper = {"n_epochs": epochs, "batch_size": training.get("batch_size"),
              "learning_rate_multiplier": (learning_rate / preset["learning_rate"])
              if learning_rate and preset else None}
     if method.get("type") == "dpo":
         hyper["beta"] = method.get("beta")
+        if method.get("sft_weight"):  # RPO: shown only when on, so a plain DPO job reads like OpenAI's
+            hyper["sft_weight"] = method["sft_weight"]
     return hyper
 
 

@@ -100,3 +100,26 @@ def test_worker_progress_is_visible_through_the_sdk(server, sdk, demo_files):
     models = [model.id for model in sdk.models.list()]
     assert "alignd-tiny" in models and model_id in models
     assert sdk.models.retrieve(model_id).id == model_id
+
+
+def test_hyperparameters_block_reads_as_the_sdk_types_it(sdk, demo_files):
+    """n_epochs is `int | "auto"` in the SDK: an integral spec value shows as an int; RPO's sft_weight shows on DPO."""
+    pairs = sdk.files.create(file=demo_files["openai_dpo"].open("rb"), purpose="fine-tune")
+    sft = sdk.files.create(file=demo_files["sft"].open("rb"), purpose="fine-tune")
+    rpo = sdk.fine_tuning.jobs.create(model="alignd-tiny", training_file=pairs.id, method={
+        "type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 3, "beta": 0.2, "sft_weight": 1.0}}})
+    plain = sdk.fine_tuning.jobs.create(model="alignd-tiny", training_file=pairs.id, method={"type": "dpo"})
+    half = sdk.fine_tuning.jobs.create(model="alignd-tiny", training_file=sft.id, method={
+        "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1.5}}})
+    # The raw JSON: the SDK's model would turn 3.0 into 3 itself, hiding what other clients read.
+    page = sdk.fine_tuning.jobs.with_raw_response.list(limit=3).http_response.json()
+    listed = {job["id"]: job for job in page["data"]}
+    retrieved = sdk.fine_tuning.jobs.with_raw_response.retrieve(rpo.id).http_response.json()
+    for job in (retrieved, listed[rpo.id]):
+        for block in (job["hyperparameters"], job["method"]["dpo"]["hyperparameters"]):
+            assert type(block["n_epochs"]) is int and block["n_epochs"] == 3
+            assert block["beta"] == 0.2 and block["sft_weight"] == 1.0
+    assert rpo.method.dpo.hyperparameters.model_extra["sft_weight"] == 1.0
+    assert type(listed[plain.id]["hyperparameters"]["n_epochs"]) is int
+    assert "sft_weight" not in listed[plain.id]["method"]["dpo"]["hyperparameters"]
+    assert listed[half.id]["hyperparameters"]["n_epochs"] == 1.5  # a fraction stays a fraction
