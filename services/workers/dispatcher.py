@@ -109,6 +109,13 @@ class Heartbeat:
                     f"{payload['host']} pid {payload['pid']}",
                     data={**payload, "attempt": self.attempt},
                 )
+            elif kind == "resumed":
+                queue.record_event(
+                    self.sessions,
+                    self.job_id,
+                    f"Attempt {self.attempt} resumes from the checkpoint at step {payload['step']}",
+                    data={"resumed_from_step": payload["step"], "path": payload["path"], "attempt": self.attempt},
+                )
             elif kind == "checkpoint":
                 queue.record_checkpoint(
                     self.sessions, self.job_id, payload["step"], payload["path"], payload["metrics"]

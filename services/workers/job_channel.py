@@ -37,6 +37,9 @@ class JobChannel:
     def push_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.events.append(("metrics", {"step": step, "metrics": metrics}))
 
+    def push_resumed(self, step: int, path: str) -> None:
+        self.events.append(("resumed", {"step": step, "path": path}))
+
     def push_checkpoint(self, step: int, path: str, metrics: dict[str, float]) -> None:
         self.events.append(("checkpoint", {"step": step, "path": path, "metrics": metrics}))
 

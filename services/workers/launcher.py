@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 import traceback
@@ -38,6 +39,8 @@ FORWARDED_ENV = (
 # Errors a new attempt cannot fix: the same input fails the same way. Anything else (a worker
 # killed, a node lost) is worth another attempt.
 RETRYABLE_ERRORS = (ConnectionError, TimeoutError)
+# Where a collective (gloo / NCCL) raises when a peer rank is gone: the surviving ranks' error after a worker loss.
+DISTRIBUTED_SOURCE = f"{os.sep}torch{os.sep}distributed{os.sep}"
 
 
 @dataclass
@@ -59,8 +62,44 @@ def describe_error(error: BaseException) -> dict[str, Any]:
     return {
         "type": type(error).__name__,
         "message": f"{type(error).__name__}: {message}{where}",
-        "retryable": isinstance(error, RETRYABLE_ERRORS),
+        "retryable": isinstance(error, RETRYABLE_ERRORS) or _collective_failed(error, frames),
     }
+
+
+def _collective_failed(error: BaseException, frames: traceback.StackSummary) -> bool:
+    """A collective operation broke (a peer rank died, the network dropped): gloo raises a bare RuntimeError
+    from torch.distributed, NCCL a DistError; another attempt with a new worker group can succeed."""
+    try:
+        from torch.distributed import DistError
+    except ImportError:  # torch without distributed support: no collectives to break
+        return False
+    if isinstance(error, DistError):
+        return True
+    return isinstance(error, RuntimeError) and bool(frames) and DISTRIBUTED_SOURCE in frames[-1].filename
+
+
+def worker_lost(run_error: BaseException | None) -> str | None:
+    """How a Ray worker process of the attempt was lost (killed, OOM-killed, its node gone), as read from what the
+    warm worker's call or `fit()` raised; None when every worker process lived to report its own outcome."""
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+    from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
+
+    seen: list[BaseException] = []
+    pending = [run_error] if run_error is not None else []
+    while pending:
+        error = pending.pop()
+        if error is None or any(error is earlier for earlier in seen):
+            continue
+        seen.append(error)
+        if isinstance(error, (ray.exceptions.RayActorError, WorkerHealthCheckFailedError)):
+            pid = re.search(r"\bpid: (\d+)", str(error))
+            return "a Ray worker process running the stage died" + (f" (pid {pid.group(1)})" if pid else "")
+        if isinstance(error, WorkerGroupError):
+            pending.extend(error.worker_failures.values())
+        if isinstance(error, ControllerError):
+            pending.append(error.controller_failure)
+        pending.extend([error.__cause__, error.__context__])
+    return None
 
 
 def run_stage_in_worker(config: dict[str, Any], rank: int, world_size: int) -> None:
@@ -181,17 +220,25 @@ def run_attempt(
         result, error = ray.get(channel.outcome.remote(), timeout=30)
     except ray.exceptions.RayError:
         result, error = None, None
+    lost = worker_lost(run_error)
+    if error is not None and lost:
+        # The error a surviving rank reported came after its peer died (a broken collective, say): the loss is the
+        # cause, and the next attempt, on new workers, resumes from the newest checkpoint.
+        log.warning("job %s attempt %s: %s; the stage then failed: %s", job_id, attempt, lost, error["message"])
+        return AttemptOutcome(
+            "failed", error_message=f"{lost}; then {error['message']}", error_type="WorkerLost", retryable=True
+        )
     if error is not None:
         return AttemptOutcome(
             "failed", error_message=error["message"], error_type=error["type"], retryable=error["retryable"]
         )
     if run_error is not None or result is None:
-        reason = str(run_error).strip().splitlines()[-1] if run_error else "the stage returned no result"
+        reason = lost or (str(run_error).strip().splitlines()[-1] if run_error else "the stage returned no result")
         log.warning("job %s attempt %s: training failed outside the stage: %s", job_id, attempt, run_error)
         return AttemptOutcome(
             "failed",
             error_message=f"training failed: {reason}",
-            error_type=type(run_error).__name__ if run_error else "NoResult",
+            error_type="WorkerLost" if lost else type(run_error).__name__ if run_error else "NoResult",
             retryable=True,
         )
     return AttemptOutcome(result["status"], result=result)

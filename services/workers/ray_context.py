@@ -101,7 +101,11 @@ class RayStageContext:
 
     def resume_from(self) -> Path | None:
         self._mark_once("trainer_ready")  # stages ask once their trainer is built, just before training
-        return newest_checkpoint(self.storage_root, self.job_id)
+        found = newest_checkpoint(self.storage_root, self.job_id)
+        if found is not None and self.rank == 0:
+            # The job's events say where a retried / resumed attempt picked up, not just that it ran again.
+            self.channel.push_resumed.remote(checkpoint_step(found), str(found))
+        return found
 
     def should_stop(self) -> StopReason | None:
         now = time.monotonic()
