@@ -166,8 +166,9 @@ def test_ppo_with_trained_reward_model_improves_the_sft_policy(
     assert evaluation["eval_reward_mean"] > evaluation["eval_reference_reward_mean"]
     # Judge the policy by the checker too: the reward model's own score could be hacked.
     prompts = held_out_prompts(demo_data)
-    # Measured (200 held-out prompts, SFT start 0.62, PPO seeds 0 / 1 / 2): 0.645 / 0.675 / 0.675, max KL <= 1.27;
-    # half the checker's gain, the rest lost to miscounted letters. Other recipes at temperature 0.7 (seeds 0 / 1):
+    # Measured (200 held-out prompts, SFT start 0.62, PPO seeds 0 / 1 / 2): 0.645 / 0.64 / 0.66, max KL <= 0.64
+    # (0.645 / 0.675 / 0.675 with the value model started from the reward model, max KL 1.27); under half the
+    # checker's gain, the rest lost to miscounted letters. Other recipes at temperature 0.7 (seeds 0 / 1):
     # kl 0.1 on raw rewards, 48 updates -0.035 / -0.05; kl 0.1 normalised, 96 updates +0.04 / -0.015; kl 1.0 on
     # raw rewards at lr 2e-4 +0.01 / -0.03; this recipe at lr 3e-4 +0.01 / +0.005, or for 192 updates +0.02 /
     # +0.08. The bar is 3 problems of 200, under the worst seed.
