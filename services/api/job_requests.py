@@ -79,8 +79,11 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def _method_settings(method: dict[str, Any] | None, legacy: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
-    """The method type and its settings object (method.<type>), legacy hyperparameters folded in."""
+def _method_settings(
+    method: dict[str, Any] | None, legacy: dict[str, Any] | None
+) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """The method type, its settings object (method.<type>) with legacy hyperparameters folded in, and the
+    field each hyperparameter was sent as (`hyperparameters.x` or `method.<type>.hyperparameters.x`)."""
     method = dict(method or {"type": "supervised"})
     method_type = method.pop("type", None)
     if not isinstance(method_type, str):
@@ -91,30 +94,40 @@ def _method_settings(method: dict[str, Any] | None, legacy: dict[str, Any] | Non
         raise bad_request(f"method.{name}: unknown field (method.type is '{method_type}')", f"method.{name}")
     if not isinstance(settings, dict):
         raise bad_request(f"method.{method_type} must be an object", f"method.{method_type}")
+    sent_as = {name: f"hyperparameters.{name}" for name in legacy or {}}
+    if isinstance(settings.get("hyperparameters"), dict):
+        sent_as.update({name: f"method.{method_type}.hyperparameters.{name}" for name in settings["hyperparameters"]})
     if legacy:
         settings = {**settings, "hyperparameters": {**legacy, **settings.get("hyperparameters", {})}}
-    return method_type, settings
+    return method_type, settings, sent_as
 
 
-def _place_hyperparameters(method_type: str, hyper: dict[str, Any], spec: dict[str, Any]) -> float | None:
-    """Route each hyperparameter into the spec; returns the learning-rate multiplier, if any."""
+def _place_hyperparameters(
+    method_type: str, hyper: dict[str, Any], spec: dict[str, Any], sent_as: dict[str, str], origins: dict[str, str]
+) -> float | None:
+    """Route each hyperparameter into the spec, noting in `origins` the spec path -> the field the user sent;
+    returns the learning-rate multiplier, if any."""
     method_fields = set(METHOD_CLASSES[method_type].model_fields) - {"type"}
     multiplier = None
     for name, value in hyper.items():
-        param = f"method.{method_type}.hyperparameters.{name}"
+        param = sent_as.get(name, f"method.{method_type}.hyperparameters.{name}")
         if value == "auto":
             continue
         if name == "learning_rate_multiplier":
             if not isinstance(value, (int, float)) or value <= 0:
                 raise bad_request(f"{param}: must be a positive number or 'auto'", param)
             multiplier = float(value)
-        elif name in OPENAI_HYPERPARAMETERS:
+            continue
+        if name in OPENAI_HYPERPARAMETERS:
             section, field = OPENAI_HYPERPARAMETERS[name]
             spec[section][field] = value
+            origins[f"{section}.{field}"] = param
         elif name in method_fields:
             spec["method"][name] = value
+            origins[f"method.{method_type}.{name}"] = param  # pydantic's path through the tagged union
         elif name in TrainingSpec.model_fields:
             spec["training"][name] = value
+            origins[f"training.{name}"] = param
         else:
             raise bad_request(f"{param}: unknown field", param)
     return multiplier
@@ -172,7 +185,7 @@ def build_new_job(session: Session, project: Project, body: JobCreate, job_id: s
                   references: ModelReferences | None = None) -> NewJob:
     """Validate `body` completely and return what the queue stores; raises ApiError(400) on any problem."""
     references = references or ModelReferences(session, project)
-    method_type, settings = _method_settings(body.method, body.hyperparameters)
+    method_type, settings, sent_as = _method_settings(body.method, body.hyperparameters)
     if method_type not in METHOD_CLASSES:
         if method_type in ("orpo", "kto", "grpo"):
             raise bad_request(f"method.type: '{method_type}' is not available yet; use one of "
@@ -203,22 +216,27 @@ def build_new_job(session: Session, project: Project, body: JobCreate, job_id: s
         if name not in METHOD_CLASSES[method_type].model_fields:
             raise bad_request(f"method.{method_type}.{name}: unknown field", f"method.{method_type}.{name}")
         spec["method"][name] = value
-    multiplier = _place_hyperparameters(method_type, hyper, spec)
+    # Spec path -> the field the user sent there, so a spec validation error names what the user wrote.
+    origins: dict[str, str] = {}
+    multiplier = _place_hyperparameters(method_type, hyper, spec, sent_as, origins)
     if body.lora is not None and body.lora is not False:
         spec["model"]["lora"] = {} if body.lora is True else body.lora
+        origins["model.lora"] = "lora"
     for name, (section, field) in EXTENSION_TARGETS.items():
         value = getattr(body, name)
         if value is not None:
             spec[section][field] = value
+            origins[f"{section}.{field}"] = name
     if body.seed is not None:
         spec["training"]["seed"] = body.seed
+        origins["training.seed"] = "seed"
     if body.spec:
         spec = _deep_merge(spec, body.spec)
 
-    validated = _validate_spec(spec, from_override=bool(body.spec))
+    validated = _validate_spec(spec, origins, body.spec)
     if multiplier is not None:
         validated = _validate_spec(_deep_merge(validated.model_dump(mode="json"), {
-            "training": {"learning_rate": validated.training.learning_rate * multiplier}}), from_override=False)
+            "training": {"learning_rate": validated.training.learning_rate * multiplier}}), origins, None)
 
     if not SEED_RANGE["ge"] <= validated.training.seed <= SEED_RANGE["le"]:
         raise bad_request("spec.training.seed must fit in a signed 64-bit integer", "spec.training.seed")
@@ -253,11 +271,41 @@ def _check_memory(spec: JobSpec) -> None:
         raise ApiError(400, f"model: {error}", param="model", code="model_does_not_fit") from None
 
 
-def _validate_spec(spec: dict[str, Any], from_override: bool) -> JobSpec:
+def _validate_spec(spec: dict[str, Any], origins: dict[str, str], override: dict[str, Any] | None) -> JobSpec:
     try:
         return JobSpec.model_validate(spec)
     except ValidationError as error:
         message, location = describe_validation_error(error)
-        param = f"spec.{location}" if location and from_override else location
+        param = _param_sent(location, origins, override)
+        if location and param != location and message.startswith(f"{location}:"):
+            message = param + message[len(location):]
         raise ApiError(400, message, param=param, code="invalid_spec") from None
+
+
+def _param_sent(location: str | None, origins: dict[str, str], override: dict[str, Any] | None) -> str | None:
+    """The request field behind a spec path: the `spec` override if it set the path, else the field placed
+    there (longest matching prefix in `origins`), else `spec.<path>` when an override was sent."""
+    if not location:
+        return location
+    parts = location.split(".")
+    overridden = _path_in(override, parts) if override else None
+    if overridden:
+        return f"spec.{overridden}"
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if prefix in origins:
+            return ".".join([origins[prefix], *parts[end:]])
+    return f"spec.{location}" if override else location
+
+
+def _path_in(override: dict[str, Any], parts: list[str]) -> str | None:
+    """The path as the override wrote it, if it holds it (pydantic's `method.<type>.x` is `method.x` there)."""
+    if parts[:1] == ["method"] and len(parts) > 2:
+        parts = ["method", *parts[2:]]
+    node: Any = override
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return ".".join(parts)
 

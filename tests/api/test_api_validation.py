@@ -60,11 +60,19 @@ def files(server, project_key) -> dict[str, str]:
                 "pref": _upload(client, (GOOD_PREF + "\n").encode() * 4).json()["id"]}
 
 
+def _create(client, body):
+    before = len(client.get("/v1/fine_tuning/jobs", params={"limit": 1000}).json()["data"])
+    response = client.post("/v1/fine_tuning/jobs", json=body)
+    queued = len(client.get("/v1/fine_tuning/jobs", params={"limit": 1000}).json()["data"]) - before
+    return response, queued
+
+
 BAD_BODIES = [
     ({"unknown_top": 1}, "unknown_top"),
     ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epoch": 2}}}},
      "method.supervised.hyperparameters.n_epoch"),
-    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}}, "training.epochs"),
+    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}},
+     "method.supervised.hyperparameters.n_epochs"),
     ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"learning_rate_multiplier": -1}}}},
      "method.supervised.hyperparameters.learning_rate_multiplier"),
     ({"method": {"type": "dpo"}}, "training_file"),  # SFT data cannot train DPO
@@ -79,8 +87,8 @@ BAD_BODIES = [
     ({"model": "ftjob-nope"}, "model"),
     ({"model": ""}, "model"),
     ({"quantization": {"bits": 4}}, "model"),  # QLoRA without LoRA
-    ({"lora": {"r": 0}}, "model.lora.r"),
-    ({"zero_stage": 5}, "distribution.zero_stage"),
+    ({"lora": {"r": 0}}, "lora.r"),
+    ({"zero_stage": 5}, "zero_stage"),
     ({"spec": {"training": {"nonsense": True}}}, "spec.training.nonsense"),
     ({"seed": "abc"}, "seed"),
     ({"metadata": {"k": 1}}, "metadata.k"),
@@ -98,6 +106,35 @@ def test_malformed_job_body_is_400_naming_the_field(server, project_key, files, 
         assert error["param"] is not None and error["param"].startswith(param), error
         assert set(error) == {"message", "type", "param", "code"}
         assert len(client.get("/v1/fine_tuning/jobs", params={"limit": 1000}).json()["data"]) == before
+
+
+SENT_FIELDS = [
+    ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
+    ({"hyperparameters": {"n_epochs": 2}, "method": {"type": "supervised", "supervised": {
+        "hyperparameters": {"n_epochs": 0}}}}, "method.supervised.hyperparameters.n_epochs"),
+    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 0}}}},
+     "method.supervised.hyperparameters.batch_size"),
+    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"learning_rate": -1}}}},
+     "method.supervised.hyperparameters.learning_rate"),
+    ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": -1}}}}, "method.dpo.hyperparameters.beta"),
+    ({"method": {"type": "dpo", "dpo": {"beta": -1}}}, "method.dpo.beta"),
+    ({"hyperparameters": {"beta": 99}, "method": {"type": "dpo"}}, "hyperparameters.beta"),
+    ({"max_length": 0}, "max_length"),
+    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}},
+      "spec": {"training": {"epochs": 0}}}, "spec.training.epochs"),
+    ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2}}}, "spec": {"method": {"beta": -1}}},
+     "spec.method.beta"),
+]
+
+
+@pytest.mark.parametrize(("patch", "param"), SENT_FIELDS)
+def test_a_spec_error_names_the_field_the_user_sent(server, project_key, files, patch, param):
+    """The spec's own names (training.epochs) mean nothing to an OpenAI client that sent n_epochs."""
+    with server.client(project_key) as client:
+        response, queued = _create(client, {"model": "alignd-tiny", "training_file": files["sft"], **patch})
+        assert response.status_code == 400 and queued == 0, response.text
+        error = response.json()["error"]
+        assert error["param"] == param and error["message"].startswith(f"{param}: "), error
 
 
 def test_protocol_errors_keep_the_error_shape(server, project_key):
@@ -140,12 +177,6 @@ def test_a_gpu_job_that_cannot_fit_is_refused_before_queueing(server, project_ke
         response = client.post("/v1/fine_tuning/jobs", json=body)
         assert response.status_code == 200, response.text
 
-
-def _create(client, body):
-    before = len(client.get("/v1/fine_tuning/jobs", params={"limit": 1000}).json()["data"])
-    response = client.post("/v1/fine_tuning/jobs", json=body)
-    queued = len(client.get("/v1/fine_tuning/jobs", params={"limit": 1000}).json()["data"]) - before
-    return response, queued
 
 
 @pytest.mark.parametrize("model", ["/no/such/model-folder", "./no-such-folder", "../no/such", "~/no-such-alignd-model",
