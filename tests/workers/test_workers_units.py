@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from services.workers.embedded import admin_key_for
-from services.workers.launcher import describe_error
+from services.workers.launcher import describe_error, worker_lost
 from services.workers.pipeline import InputNotReady, resolve_spec, reward_model_to_serve
 
 BASE_SPEC = {
@@ -61,6 +61,25 @@ def test_describe_error_gives_type_message_and_place():
     assert described["type"] == "ValueError" and not described["retryable"]
     assert described["message"].startswith("ValueError: training.learning_rate: loss became NaN at step 7 (at ")
     assert describe_error(ConnectionError("reset"))["retryable"]
+
+
+def test_a_lost_worker_and_a_broken_collective_are_retryable_a_stage_bug_is_not():
+    import torch.distributed
+    from ray.exceptions import ActorDiedError
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    # NCCL's errors are DistErrors; gloo's are RuntimeErrors raised from torch.distributed (checked end to end in
+    # test_workers_worker_kill.py), a RuntimeError of the stage's own code is not.
+    assert describe_error(torch.distributed.DistBackendError("NCCL communicator was aborted"))["retryable"]
+    assert not describe_error(RuntimeError("shape mismatch"))["retryable"]
+
+    died = WorkerHealthCheckFailedError("Worker health check failed", ActorDiedError())
+    peer_error = RuntimeError("Connection reset by peer")
+    assert "died" in worker_lost(WorkerGroupError("rank 0 lost", {0: died, 1: peer_error}))
+    assert "died" in worker_lost(ActorDiedError())
+    assert worker_lost(WorkerGroupError("rank 1 raised", {1: ValueError("hidden_size")})) is None
+    assert worker_lost(None) is None
 
 
 def test_admin_key_is_made_once_private_and_env_wins(tmp_path, monkeypatch):
