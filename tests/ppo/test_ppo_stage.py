@@ -71,12 +71,13 @@ STEP_METRICS = (
     "kl_coef",
     "score_mean",
 )
-# One recipe for both reward sources (examples/ppo.yaml and ppo_checker.yaml use it too). Sampling a little
-# colder than the policy keeps rollouts near the greedy answers the checker judges; unit-variance rewards make
-# one KL coefficient mean the same for the checker's [0, 1] and the reward model's logits; a gentle step and a
-# firm KL keep a learned judge's verdicts valid where the policy goes. The previous recipe (lr 3e-4, kl 0.05 on
-# raw rewards, temperature 1) lost rule satisfaction even with the checker: -0.08 / +0.01 / -0.045 over 48
-# updates from a 0.53 SFT start (seeds 0 / 1 / 2), -0.035 over 192 updates at temperature 0.7 from this one.
+# One recipe for both reward sources (examples/ppo*.yaml: half the step and kl 0.5 for their wider model).
+# Sampling a little colder than the policy keeps rollouts near the greedy answers the checker judges;
+# unit-variance rewards make one KL coefficient mean the same for the checker's [0, 1] and the reward model's
+# logits; a gentle step and a firm KL keep a learned judge's verdicts valid where the policy goes. The previous
+# recipe (lr 3e-4, kl 0.05 on raw rewards, temperature 1) lost rule satisfaction even with the checker: -0.08 /
+# +0.01 / -0.045 over 48 updates from a 0.53 SFT start (seeds 0 / 1 / 2), -0.035 over 192 updates at
+# temperature 0.7 from this one.
 LEARNING_METHOD = {
     "temperature": 0.7,
     "rollout_batch_size": 32,
