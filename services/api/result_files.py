@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from services.store import jobs as job_store
-from services.store.models import Job
+from services.store.files import TimeKey
+from services.store.models import Job, JobMetric
 
 RESULTS_FILE_PREFIX = "file-results-"
 JOB_PREFIX = "ftjob-"
@@ -38,9 +39,31 @@ def results_job(session: Session, project_id: str, file_id: str) -> Job | None:
     return job if job is not None and job.status == "succeeded" else None
 
 
+def results_job_key(session: Session, project_id: str, file_id: str) -> TimeKey | None:
+    """Where a file listing resumes after this results file (see services.store.files.TimeKey)."""
+    job = results_job(session, project_id, file_id)
+    return (job.finished_at, job.id) if job is not None and job.finished_at is not None else None
+
+
+def results_files_page(session: Session, project_id: str, after: TimeKey | None, limit: int,
+                       newest_first: bool) -> list[tuple[TimeKey, Job]]:
+    """Up to `limit` + 1 succeeded jobs past `after`, each with its listing key, for a merged /v1/files page."""
+    jobs = job_store.list_succeeded_jobs(session, project_id, after=after, limit=limit, newest_first=newest_first)
+    return [((job.finished_at or job.created_at, job.id), job) for job in jobs]
+
+
+def results_files(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
+    """FilePublic fields of these jobs' results files (their metrics read in one query)."""
+    metrics = job_store.metrics_of_jobs(session, [job.id for job in jobs])
+    return [results_file_fields(job, *_csv(metrics[job.id])) for job in jobs]
+
+
 def results_csv(session: Session, job_id: str) -> tuple[bytes, int]:
     """The CSV (``step`` then every metric name, sorted; empty where a step lacks one) and its number of rows."""
-    rows = job_store.all_metrics(session, job_id)
+    return _csv(job_store.all_metrics(session, job_id))
+
+
+def _csv(rows: list[JobMetric]) -> tuple[bytes, int]:
     names = sorted({name for row in rows for name in row.metrics})
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from services.store.models import File
@@ -39,19 +39,37 @@ _FILE_FORMAT = select(File.format).where(File.id == bindparam("id"), File.projec
                                          File.deleted.is_(False))
 
 
-def list_files(session: Session, project_id: str, *, purpose: str | None = None, after: str | None = None,
+# Where a listing resumes: the (created_at, id) of the last item of the previous page. Uploads and results
+# files (services/api/result_files.py) share this key, so one page can merge both in OpenAI's order.
+TimeKey = tuple[float, str]
+
+
+def list_files(session: Session, project_id: str, *, purpose: str | None = None, after: TimeKey | None = None,
                limit: int = 100, newest_first: bool = True) -> tuple[list[File], bool]:
-    """A page of files and whether more follow."""
+    """A page of uploaded files by (created_at, id), and whether more follow."""
     query = select(File).where(File.project_id == project_id, File.deleted.is_(False))
     if purpose:
         query = query.where(File.purpose == purpose)
-    if after:
-        cursor = session.execute(select(File.seq).where(File.id == after, File.project_id == project_id)).scalar()
-        if cursor is not None:
-            query = query.where(File.seq < cursor if newest_first else File.seq > cursor)
-    query = query.order_by(File.seq.desc() if newest_first else File.seq).limit(limit + 1)
-    rows = list(session.execute(query).scalars())
+    if after is not None:
+        query = query.where(time_key_beyond(File.created_at, File.id, after, newest_first))
+    order = (File.created_at.desc(), File.id.desc()) if newest_first else (File.created_at, File.id)
+    rows = list(session.execute(query.order_by(*order).limit(limit + 1)).scalars())
     return rows[:limit], len(rows) > limit
+
+
+def file_time_key(session: Session, project_id: str, file_id: str) -> TimeKey | None:
+    """The listing key of an uploaded file (deleted ones too, so a page cursor survives a delete)."""
+    row = session.execute(select(File.created_at, File.id).where(
+        File.id == file_id, File.project_id == project_id)).first()
+    return (row.created_at, row.id) if row else None
+
+
+def time_key_beyond(created: ColumnElement, identifier: ColumnElement, after: TimeKey,
+                    newest_first: bool) -> ColumnElement[bool]:
+    """Rows strictly past `after` in (created, identifier) order."""
+    if newest_first:
+        return or_(created < after[0], and_(created == after[0], identifier < after[1]))
+    return or_(created > after[0], and_(created == after[0], identifier > after[1]))
 
 
 def delete_file(session: Session, row: File) -> None:

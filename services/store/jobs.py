@@ -10,6 +10,7 @@ from pydantic_core import from_json
 from sqlalchemy import JSON, Select, Text, TypeDecorator, bindparam, cast, func, select, type_coerce, update
 from sqlalchemy.orm import Session
 
+from services.store.files import TimeKey, time_key_beyond
 from services.store.lifecycle import InvalidTransition, add_events, fail_dependents
 from services.store.models import Checkpoint, Job, JobEvent, JobMetric, Pipeline, RegisteredModel
 
@@ -120,6 +121,26 @@ def list_metrics(session: Session, job_id: str, *, after_step: int | None = None
         query = query.where(JobMetric.step > after_step)
     rows = list(session.execute(query.order_by(JobMetric.step).limit(limit + 1)).scalars())
     return rows[:limit], len(rows) > limit
+
+
+def list_succeeded_jobs(session: Session, project_id: str, *, after: TimeKey | None = None, limit: int = 100,
+                        newest_first: bool = True) -> list[Job]:
+    """Succeeded jobs by (finished_at, id), `limit` + 1 at most: the jobs behind the results files' listing."""
+    query = select(Job).where(Job.project_id == project_id, Job.status == "succeeded")
+    if after is not None:
+        query = query.where(time_key_beyond(Job.finished_at, Job.id, after, newest_first))
+    order = (Job.finished_at.desc(), Job.id.desc()) if newest_first else (Job.finished_at, Job.id)
+    return list(session.execute(query.order_by(*order).limit(limit + 1)).scalars())
+
+
+def metrics_of_jobs(session: Session, job_ids: list[str]) -> dict[str, list[JobMetric]]:
+    """Every step's metrics of each job, oldest step first, in one query (a page of results files)."""
+    rows: dict[str, list[JobMetric]] = {job_id: [] for job_id in job_ids}
+    if job_ids:
+        query = select(JobMetric).where(JobMetric.job_id.in_(job_ids)).order_by(JobMetric.job_id, JobMetric.step)
+        for row in session.execute(query).scalars():
+            rows[row.job_id].append(row)
+    return rows
 
 
 def all_metrics(session: Session, job_id: str) -> list[JobMetric]:

@@ -123,3 +123,33 @@ def test_hyperparameters_block_reads_as_the_sdk_types_it(sdk, demo_files):
     assert type(listed[plain.id]["hyperparameters"]["n_epochs"]) is int
     assert "sft_weight" not in listed[plain.id]["method"]["dpo"]["hyperparameters"]
     assert listed[half.id]["hyperparameters"]["n_epochs"] == 1.5  # a fraction stays a fraction
+
+
+def test_results_files_are_listed_with_the_uploads(server, demo_files):
+    """OpenAI's GET /v1/files lists a job's results files too; pages, order and purpose filter span both kinds."""
+    with server.client(server.admin_key) as admin:
+        project = admin.post("/v1/projects", json={"name": "results-listing"}).json()
+        key = admin.post(f"/v1/projects/{project['id']}/api_keys", json={"name": "tests"}).json()["key"]
+    sdk = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key, max_retries=0)
+    newest_last = [sdk.files.create(file=demo_files["sft"].open("rb"), purpose="fine-tune").id]
+    for step in (1, 2):
+        job = sdk.fine_tuning.jobs.create(model="alignd-tiny", training_file=newest_last[0],
+                                          extra_body={"priority": 1000})
+        assert queue.claim_next_job(server.sessions, "test-worker", 30).id == job.id
+        queue.record_metrics(server.sessions, job.id, step, {"loss": 1.0 / step})
+        queue.complete_job(server.sessions, job.id, "test-worker")
+        (results_id,) = sdk.fine_tuning.jobs.retrieve(job.id).result_files
+        newest_last += [results_id, sdk.files.create(file=demo_files["sft"].open("rb"), purpose="fine-tune").id]
+
+    first = sdk.files.list(limit=2)
+    assert [f.id for f in first.data] == newest_last[:-3:-1] and first.has_more
+    assert [f.id for f in sdk.files.list(limit=2)] == newest_last[::-1]  # the SDK follows `after` page by page
+    assert [f.id for f in sdk.files.list(limit=2, order="asc")] == newest_last
+    assert [f.id for f in sdk.files.list(after=newest_last[3], limit=10)] == newest_last[2::-1]
+    results = sdk.files.list(purpose="fine-tune-results", limit=1)
+    assert [f.id for f in results] == [newest_last[3], newest_last[1]]
+    assert [f.id for f in sdk.files.list(purpose="fine-tune")] == newest_last[::-2]
+    listed = results.data[0]
+    assert listed.purpose == "fine-tune-results" and listed.filename == "step_metrics.csv"
+    assert listed.model_dump() == sdk.files.retrieve(listed.id).model_dump()
+    assert listed.bytes == len(sdk.files.content(listed.id).content)

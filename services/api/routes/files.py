@@ -11,10 +11,20 @@ from starlette.concurrency import run_in_threadpool
 from alignment_core.data.formats import DataFormatError, FormatReport, validate_file
 from services.api.deps import ContextDep, CurrentProject, SessionDep
 from services.api.errors import ApiError, bad_request, not_found
-from services.api.result_files import RESULTS_FILENAME, is_results_file, results_csv, results_file_fields, results_job
+from services.api.result_files import (
+    RESULTS_FILENAME,
+    RESULTS_PURPOSE,
+    is_results_file,
+    results_csv,
+    results_file_fields,
+    results_files,
+    results_files_page,
+    results_job,
+    results_job_key,
+)
 from services.api.schemas import FilePublic, ListPublic
 from services.api.uploads import receive_upload
-from services.store.files import add_file, delete_file, get_file, list_files
+from services.store.files import TimeKey, add_file, delete_file, file_time_key, get_file, list_files
 from services.store.models import Job, new_id
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -64,9 +74,26 @@ def _store_row(context, project_id, file_id, upload, purpose, storage_key, repor
 def list_project_files(session: SessionDep, project: CurrentProject, purpose: str | None = None,
                        after: str | None = None, limit: int = Query(100, ge=1, le=10000),
                        order: str = Query("desc", pattern="^(asc|desc)$")) -> ListPublic:
-    rows, has_more = list_files(session, project.id, purpose=purpose, after=after, limit=limit,
-                                newest_first=order == "desc")
-    return ListPublic(data=[FilePublic.from_row(row) for row in rows], has_more=has_more)
+    """Uploads and jobs' results files (OpenAI lists both), merged by (created_at, id)."""
+    newest_first = order == "desc"
+    cursor = None
+    if after is not None:
+        cursor = (results_job_key(session, project.id, after) if is_results_file(after)
+                  else file_time_key(session, project.id, after))
+    items: list[tuple[TimeKey, FilePublic | Job]] = []
+    more_uploads = False
+    if purpose != RESULTS_PURPOSE:
+        rows, more_uploads = list_files(session, project.id, purpose=purpose, after=cursor, limit=limit,
+                             newest_first=newest_first)
+        items += [((row.created_at, row.id), FilePublic.from_row(row)) for row in rows]
+    if purpose in (None, RESULTS_PURPOSE):
+        items += results_files_page(session, project.id, cursor, limit, newest_first)
+    # Each source gave its first `limit` past the cursor (or more), so the merged first `limit` are the page's.
+    items.sort(key=lambda item: item[0], reverse=newest_first)
+    page = [item for _, item in items[:limit]]
+    results = iter(results_files(session, [item for item in page if isinstance(item, Job)]))
+    data = [item if isinstance(item, FilePublic) else FilePublic(**next(results)) for item in page]
+    return ListPublic(data=data, has_more=more_uploads or len(items) > limit)
 
 
 @router.get("/{file_id}", response_model=FilePublic)
