@@ -30,9 +30,11 @@ def check_model_name(name: str, param: str) -> str:
     if name == TINY_MODEL_NAME or not name:
         return name  # an empty name is the spec's to refuse (min_length), with its own message
     path = Path(name).expanduser()
-    if path.exists():
+    if path.is_dir():
         # Absolute, so the worker finds the same folder whatever its working directory ('~' expanded too).
         return os.path.abspath(path)
+    if path.exists():
+        raise _not_found(param, f"'{name}' is a file; a local model is a folder (config.json and weights)")
     if name.startswith(PATH_PREFIXES):
         raise _not_found(param, f"no local folder '{name}' (resolved to {os.path.abspath(path)})")
     try:
@@ -44,7 +46,7 @@ def check_model_name(name: str, param: str) -> str:
             "('org/name'), nor a job id or fine-tuned model of this project",
         ) from None
     # Read at call time: transformers reads the same attribute, so a test or an embedding app can flip it.
-    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name, "config.json"), str):
+    if constants.HF_HUB_OFFLINE and not _in_hub_cache(name):
         raise _not_found(
             param,
             f"'{name}' is not available offline: it is not a local folder and not in the "
@@ -52,3 +54,10 @@ def check_model_name(name: str, param: str) -> str:
             f"download it first (huggingface-cli download {name}) or pass a local folder",
         )
     return name
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """A cached snapshot of a model (config.json) or of a PEFT adapter repo (adapter_config.json)."""
+    return any(
+        isinstance(try_to_load_from_cache(repo_id, marker), str) for marker in ("config.json", "adapter_config.json")
+    )

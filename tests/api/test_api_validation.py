@@ -180,7 +180,7 @@ def test_a_gpu_job_that_cannot_fit_is_refused_before_queueing(server, project_ke
 
 
 @pytest.mark.parametrize("model", ["/no/such/model-folder", "./no-such-folder", "../no/such", "~/no-such-alignd-model",
-                                   "does/not-exist-model", "not a hub id", "org/too/deep"])
+                                   "does/not-exist-model", "not a hub id", "org/too/deep", __file__])
 def test_a_model_that_cannot_load_is_refused_at_create(server, project_key, files, model):
     """The tests run with HF_HUB_OFFLINE=1: a hub id that is not in the cache cannot load either."""
     with server.client(project_key) as client:
