@@ -39,13 +39,17 @@ def checkpoint_steps(storage: Path, job_id: str, attempt: int) -> list[int]:
     return sorted(int(path.name.split("-")[1]) for path in folder.glob("checkpoint-*") if (path / "complete").exists())
 
 
-def past_a_checkpoint(client, job_id: str, save_steps: int) -> bool:
-    """A checkpoint at >= `save_steps` is stored and so is a later step: a kill now leaves steps to redo."""
-    saved = [row["step_number"] for row in client.checkpoints(job_id)]
-    if not saved or max(saved) < save_steps:
+def kill_past_a_checkpoint(client, storage: Path, job_id: str, save_steps: int, pid: int) -> bool:
+    """kill -9 `pid` once attempt 1 has a complete checkpoint at >= `save_steps` and has stored a later step, so
+    attempt 2 has steps to run again. The store lags the stage by up to a drain interval, so the newest checkpoint is
+    read again from disk right before the kill: a newer one completed meanwhile means waiting for the next window."""
+    saved = checkpoint_steps(storage, job_id, 1)
+    if not saved or saved[-1] < save_steps or not client.metrics(job_id, after_step=saved[-1]):
         return False
-    rows = client.metrics(job_id, after_step=max(saved))
-    return bool(rows)
+    if checkpoint_steps(storage, job_id, 1)[-1] != saved[-1]:
+        return False
+    os.kill(pid, signal.SIGKILL)
+    return True
 
 
 def kill_stage_worker_mid_run(
@@ -54,15 +58,14 @@ def kill_stage_worker_mid_run(
     """Submit `body`, kill -9 the process running its stage (rank 0) after a checkpoint, check the retry resumed;
     the finished job and its stored loss per step."""
     job_id = client.create_job(body)["id"]
-    wait_for(
-        lambda: past_a_checkpoint(client, job_id, save_steps),
-        240,
-        f"attempt 1 to store a step after its checkpoint at step >= {save_steps}",
-        poll_s=0.1,
-    )
-    attempt_one = started_events(client, job_id)[0]
+    attempt_one = wait_for(lambda: started_events(client, job_id), 240, "attempt 1 to start")[0]
     assert attempt_one["runner"] == runner and attempt_one["attempt"] == 1
-    os.kill(attempt_one["pid"], signal.SIGKILL)
+    wait_for(
+        lambda: kill_past_a_checkpoint(client, storage, job_id, save_steps, attempt_one["pid"]),
+        240,
+        f"attempt 1 to store a step after its newest checkpoint (at step >= {save_steps})",
+        poll_s=0.05,
+    )
 
     # The dispatcher records the attempt as a retryable failure; by then it has stored all attempt 1 reported.
     retry = wait_for(
@@ -148,8 +151,8 @@ def _without_tokens(metrics: dict[str, float]) -> dict[str, float]:
     return {name: value for name, value in metrics.items() if name != "num_tokens"}
 
 
-TRAIN_MAX_STEPS = 20
-TRAIN_SAVE_STEPS = 5
+TRAIN_MAX_STEPS = 40
+TRAIN_SAVE_STEPS = 10
 
 
 def test_kill_9_of_a_ray_train_worker_mid_stage_retries_and_resumes(sqlite_stack, uploaded, tiny_model_dir):
