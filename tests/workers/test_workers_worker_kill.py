@@ -156,8 +156,8 @@ TRAIN_SAVE_STEPS = 10
 
 
 def test_kill_9_of_a_ray_train_worker_mid_stage_retries_and_resumes(sqlite_stack, uploaded, tiny_model_dir):
-    """Two Ray Train workers (gloo); rank 0 is killed, rank 1 waits in a collective: the attempt still ends, the
-    retry resumes and retraces the first attempt's steps."""
+    """Two Ray Train workers (gloo); rank 0 is killed, so rank 1 fails in its next collective ('Connection reset by
+    peer'): still a retryable attempt, and the retry resumes and retraces the first attempt's steps."""
     import ray
 
     client = sqlite_stack.client()
