@@ -7,8 +7,10 @@ current step and ends, and the stage reports 'paused' or 'cancelled'.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Any
 
 from transformers import TrainerCallback
 
@@ -52,6 +54,9 @@ class ContextCallback(TrainerCallback):
         self.last_train_metrics: dict[str, float] = {}
         self.last_eval_metrics: dict[str, float] = {}
         self.trained_tokens = 0
+        # TRL's trainers count trained tokens in an attribute the checkpoint does not hold; the stage points
+        # this at the trainer so each checkpoint carries the count and a resumed run continues it.
+        self.trainer: Any = None
 
     def _check_stop(self, state, control) -> None:
         if self.stop_reason is not None or state.global_step >= state.max_steps:
@@ -85,5 +90,23 @@ class ContextCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         path = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}"
         if state.is_world_process_zero and path.is_dir():
+            save_token_count(self.trainer, path)  # before the checkpoint is marked complete
             self.context.checkpoint_saved(state.global_step, path, dict(self.last_train_metrics))
         return control
+
+
+TOKEN_COUNT_FILE = "alignd_trained_tokens.json"
+
+
+def save_token_count(trainer: Any, checkpoint: Path) -> None:
+    """Write the trainer's running token count beside its checkpoint (TRL keeps it out of trainer_state)."""
+    count = getattr(trainer, "_total_train_tokens", None)
+    if count is not None:
+        (checkpoint / TOKEN_COUNT_FILE).write_text(json.dumps({"num_tokens": int(count)}))
+
+
+def restore_token_count(trainer: Any, checkpoint: Path) -> None:
+    """Continue the token count from `checkpoint`, so a resumed job reports the tokens of all its attempts."""
+    saved = checkpoint / TOKEN_COUNT_FILE
+    if saved.is_file() and hasattr(trainer, "_total_train_tokens"):
+        trainer._total_train_tokens = int(json.loads(saved.read_text())["num_tokens"])

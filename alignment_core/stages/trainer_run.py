@@ -14,7 +14,7 @@ from alignment_core.context import StageContext
 from alignment_core.specs import JobSpec
 from alignment_core.stages import StageResult
 from alignment_core.stages.performance import keep_adapter_inputs_in_compute_dtype
-from alignment_core.stages.trainer_bridge import ContextCallback, numeric_metrics
+from alignment_core.stages.trainer_bridge import ContextCallback, numeric_metrics, restore_token_count
 
 FINAL_MODEL_FOLDER = "model"
 
@@ -28,9 +28,11 @@ def train_and_finish(trainer: Any, bridge: ContextCallback, spec: JobSpec, conte
     # print of the same dicts would only interleave with the progress bar and the worker logs.
     trainer.remove_callback(PrinterCallback)
     keep_adapter_inputs_in_compute_dtype(trainer.model, bool(getattr(trainer.args, "bf16", False)))
+    bridge.trainer = trainer
     resume = context.resume_from()
     if resume is not None:
         _report_logged_history(context, resume)
+        restore_token_count(trainer, resume)
     if resume is not None and _finished_at(resume):
         # The trainer would take one more step from a checkpoint at its last step (a crash between the
         # final checkpoint and recording the outcome); load that state and go straight to finishing.

@@ -51,6 +51,11 @@ def test_resume_matches_straight_run(method, tiny_model_dir, demo_data, tmp_path
     assert sorted(got) == [1, 2, 3, 4]
     for step in (1, 2, 3, 4):
         assert got[step] == pytest.approx(expected[step], rel=1e-5), f"step {step}"
+    # The trained-token count spans both halves (TRL's own counter restarts at 0 in a resumed trainer).
+    straight_tokens = [row["num_tokens"] for row in straight.history if "num_tokens" in row]
+    resumed_tokens = [row["num_tokens"] for row in second_half.history if "num_tokens" in row]
+    assert resumed_tokens[-1] == straight_tokens[-1]
+    assert resumed.trained_tokens == straight_tokens[-1]
     assert (resumed.model_dir / "tokenizer_config.json").exists()
 
 
