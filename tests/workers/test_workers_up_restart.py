@@ -23,7 +23,7 @@ from services.cli.rest_client import AligndClient
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 ADMIN_KEY = "sk-alignd-up-restart-test"
-MAX_STEPS = 200  # a step takes ~0.05 s here: long enough that the kill lands mid-run
+MAX_STEPS = 400  # the kill lands right after the first checkpoint (at 5), far from the end
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -83,7 +83,11 @@ def test_up_restarts_after_kill_9_and_stops_cleanly_on_ctrl_c(tmp_path, demo_dat
         job_id = client.create_job(sft_body(str(tiny_model_dir), training_file, max_steps=MAX_STEPS, save_steps=5))[
             "id"
         ]
-        wait_for(lambda: client.checkpoints(job_id), 240, "a first checkpoint before the crash")
+        # Read from storage, not the API (which lags by a drain interval): the kill must land soon after the first
+        # checkpoint, long before the last step, even on an idle machine where a step takes milliseconds.
+        checkpoints = home / "storage" / "jobs" / job_id / "attempt-1" / "checkpoints"
+        wait_for(lambda: list(checkpoints.glob("checkpoint-*/complete")), 240, "a first checkpoint before the crash",
+                 poll_s=0.02)
 
         os.killpg(first.pid, signal.SIGKILL)  # the whole instance: API, dispatcher, Ray, the train worker
         first.wait(timeout=30)

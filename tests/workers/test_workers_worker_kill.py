@@ -14,8 +14,8 @@ from workers_support import sft_body, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-MAX_STEPS = 100
-SAVE_STEPS = 40  # a window of 39 steps after each checkpoint: wider than the store's 0.5 s drain on an idle machine
+MAX_STEPS = 300
+SAVE_STEPS = 100  # a 99-step window after each checkpoint: wider than the store's 0.5 s drain even on an idle machine
 
 
 def started_events(client, job_id: str) -> list[dict]:
