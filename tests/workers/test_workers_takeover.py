@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from workers_support import ADMIN_KEY, sft_body, start_stack, wait_for
+from workers_support import ADMIN_KEY, pid_alive, sft_body, start_stack, started_events, wait_for
 
 from services.store import queue
 from services.store.lifecycle import LeaseLost
@@ -48,18 +48,6 @@ def start_dispatcher(name: str, stack, ray_address: str, home: Path) -> subproce
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-def started_events(client, job_id: str) -> list[dict]:
-    return [event["data"] for event in client.events(job_id) if (event.get("data") or {}).get("pid")]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_kill_9_dispatcher_mid_stage_second_takes_over(

@@ -10,24 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from workers_support import sft_body, wait_for
+from workers_support import pid_alive, sft_body, started_events, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 MAX_STEPS = 300
 SAVE_STEPS = 100  # a 99-step window after each checkpoint: wider than the store's 0.5 s drain even on an idle machine
-
-
-def started_events(client, job_id: str) -> list[dict]:
-    return [event["data"] for event in client.events(job_id) if (event.get("data") or {}).get("pid")]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def losses(rows: list[dict]) -> dict[int, float]:

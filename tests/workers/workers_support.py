@@ -128,3 +128,16 @@ def session_processes(session_id: int) -> list[Any]:
         except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
             continue
     return found
+
+
+def started_events(client: Any, job_id: str) -> list[dict]:
+    """The data of each 'stage started' event of a job (the ones naming the worker's pid), oldest first."""
+    return [event["data"] for event in client.events(job_id) if (event.get("data") or {}).get("pid")]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
