@@ -1,10 +1,13 @@
 """Detect and validate the JSONL formats alignd trains on; errors name the line and the field.
 
 Formats:
-- ``messages``: OpenAI chat ``{"messages": [{"role", "content", "weight"?}, ...]}``
+- ``messages``: OpenAI chat ``{"messages": [{"role", "content", "weight"?}, ...], "tools"?}``; assistant turns
+  may carry ``tool_calls`` (or the older ``function_call``), content may be a list of text parts
+
 - ``instruction``: ``{"instruction", "input"?, "output"}``
 - ``prompt_completion``: ``{"prompt", "completion"}``
-- ``preference``: ``{"prompt", "chosen", "rejected"}`` (strings or message lists; optional "margin")
+- ``preference``: ``{"prompt", "chosen", "rejected"}`` (strings or message lists; optional "margin"); without
+  "prompt", the part chosen and rejected share is the prompt (TRL's implicit prompt)
 - ``openai_preference``: ``{"input": {"messages"}, "preferred_output", "non_preferred_output"}``
   (also the older ``preferred_completion`` / ``non_preferred_completion`` names)
 """
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROLES = {"system", "user", "assistant", "tool", "developer"}
+ROLES = {"system", "user", "assistant", "tool", "developer", "function"}  # "function": OpenAI's pre-tools name
 PREFERENCE_FORMATS = {"preference", "openai_preference"}
 SUPERVISED_FORMATS = {"messages", "instruction", "prompt_completion"}
 # Which formats each method can train on (prompt-only data for PPO comes from any of them).
@@ -55,6 +58,23 @@ def _require_text(record: dict, key: str, line: int, allow_empty: bool = False) 
         raise DataFormatError("must not be empty", line, key)
 
 
+def _validate_content(content: Any, line: int, field: str) -> None:
+    """A message's content: a string, or OpenAI's list of text parts (images cannot train a text model)."""
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise DataFormatError("must be a string or a list of text parts", line, field)
+    for index, part in enumerate(content):
+        where = f"{field}[{index}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text":
+            detail = f"a '{kind}' part" if isinstance(kind, str) else "not a text part"
+            raise DataFormatError(f"{detail}; only text parts ({{'type': 'text', 'text': ...}}) can be trained on",
+                                  line, where)
+        if not isinstance(part.get("text"), str):
+            raise DataFormatError("must be a string", line, f"{where}.text")
+
+
 def _validate_messages(messages: Any, line: int, field: str, need_assistant: bool) -> None:
     if not isinstance(messages, list) or not messages:
         raise DataFormatError("must be a non-empty list of messages", line, field)
@@ -65,10 +85,14 @@ def _validate_messages(messages: Any, line: int, field: str, need_assistant: boo
         role = message.get("role")
         if role not in ROLES:
             raise DataFormatError(f"unknown role {role!r}; expected one of {sorted(ROLES)}", line, f"{where}.role")
-        content = message.get("content")
-        if role != "assistant" or "tool_calls" not in message:
-            if not isinstance(content, str):
-                raise DataFormatError("must be a string", line, f"{where}.content")
+        calls = role == "assistant" and ("tool_calls" in message or "function_call" in message)
+        # An assistant turn that only calls a tool has no text (OpenAI sends null or leaves content out).
+        if not (calls and message.get("content") is None):
+            _validate_content(message.get("content"), line, f"{where}.content")
+        if calls and not isinstance(message.get("tool_calls", []), list):
+            raise DataFormatError("must be a list of tool calls", line, f"{where}.tool_calls")
+        if calls and not isinstance(message.get("function_call", {}), dict):
+            raise DataFormatError("must be an object with 'name' and 'arguments'", line, f"{where}.function_call")
         weight = message.get("weight")
         if weight is not None and weight not in (0, 1):
             raise DataFormatError("must be 0 or 1", line, f"{where}.weight")
@@ -85,6 +109,40 @@ def _validate_turn(value: Any, line: int, field: str) -> None:
         _validate_messages(value, line, field, need_assistant=False)
     else:
         raise DataFormatError("must be a string or a list of messages", line, field)
+
+
+def split_implicit_prompt(chosen: Any, rejected: Any, line: int | None = None) -> tuple[Any, Any, Any]:
+    """(prompt, chosen, rejected) of a pair without "prompt": the part both sides share is the prompt.
+
+    Message lists split at the first message that differs; strings where the text first differs (before a
+    space that precedes it), as TRL's ``extract_prompt`` does.
+    """
+    if isinstance(chosen, list) and isinstance(rejected, list):
+        shared = 0
+        while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+            shared += 1
+        if shared == 0:
+            raise DataFormatError("no 'prompt', and chosen and rejected do not start with the same messages; "
+                                  "add a 'prompt' field", line, "prompt")
+        if shared == len(chosen) or shared == len(rejected):
+            raise DataFormatError("no 'prompt', and one side holds nothing after the messages both share",
+                                  line, "chosen" if shared == len(chosen) else "rejected")
+        return chosen[:shared], chosen[shared:], rejected[shared:]
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        shared = 0
+        while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+            shared += 1
+        if shared > 0 and chosen[shared - 1] == " ":
+            shared -= 1  # the space belongs to the answer, as in TRL
+        if not chosen[:shared].strip():
+            raise DataFormatError("no 'prompt', and chosen and rejected do not start with the same text; "
+                                  "add a 'prompt' field", line, "prompt")
+        if shared == len(chosen) or shared == len(rejected):
+            raise DataFormatError("no 'prompt', and one side holds nothing after the text both share",
+                                  line, "chosen" if shared == len(chosen) else "rejected")
+        return chosen[:shared], chosen[shared:], rejected[shared:]
+    raise DataFormatError("no 'prompt': chosen and rejected must then both be strings or both message lists",
+                          line, "prompt")
 
 
 def detect_format(record: dict) -> str:
@@ -110,7 +168,8 @@ def detect_format(record: dict) -> str:
 def validate_record(record: Any, line: int, expected: str = "auto") -> str:
     """Validate one parsed record; returns its format."""
     if not isinstance(record, dict):
-        raise DataFormatError(f"must be a JSON object, got {type(record).__name__}", line)
+        hint = " (a JSON array: JSONL needs one JSON object per line)" if isinstance(record, list) else ""
+        raise DataFormatError(f"must be a JSON object, got {type(record).__name__}{hint}", line)
     try:
         fmt = detect_format(record) if expected == "auto" else expected
     except DataFormatError as error:
@@ -128,10 +187,14 @@ def validate_record(record: Any, line: int, expected: str = "auto") -> str:
     elif fmt == "prompt_only":
         _validate_turn(record.get("prompt"), line, "prompt")
     elif fmt == "preference":
-        for key in ("prompt", "chosen", "rejected"):
+        for key in ("chosen", "rejected"):
             if key not in record:
                 raise DataFormatError("missing", line, key)
             _validate_turn(record[key], line, key)
+        if "prompt" in record:
+            _validate_turn(record["prompt"], line, "prompt")
+        else:
+            split_implicit_prompt(record["chosen"], record["rejected"], line)
         if "margin" in record and not isinstance(record["margin"], (int, float)):
             raise DataFormatError("must be a number", line, "margin")
     elif fmt == "openai_preference":
@@ -150,20 +213,44 @@ def validate_record(record: Any, line: int, expected: str = "auto") -> str:
     return fmt
 
 
+UTF8_BOM = "\ufeff"
+# Byte-order marks of encodings that are not UTF-8 (Windows editors save "Unicode" as UTF-16).
+OTHER_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+              b"\xfe\xff": "UTF-16"}
+
+
+def _not_jsonl_hint(text: str) -> str:
+    """Why a first line that does not parse may be a whole JSON document rather than JSONL."""
+    head = text.strip()
+    if head.startswith("["):
+        return "; this looks like a JSON array: JSONL needs one JSON object per line"
+    if head.startswith("{") and not head.endswith("}"):
+        return "; this looks like JSON spread over several lines: JSONL needs each record on one line"
+    return ""
+
+
 def iter_jsonl(lines: Iterable[str | bytes]) -> Iterator[tuple[int, Any]]:
-    """Parse JSONL, yielding (line number, record); blank lines are skipped."""
+    """Parse JSONL, yielding (line number, record); blank lines and a UTF-8 byte-order mark are skipped."""
     for number, raw in enumerate(lines, start=1):
         if isinstance(raw, bytes):
+            if number == 1:
+                encoding = next((name for bom, name in OTHER_BOMS.items() if raw.startswith(bom)), None)
+                if encoding:
+                    raise DataFormatError(f"the file is {encoding}-encoded; save it as UTF-8", number)
             try:
                 raw = raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                raise DataFormatError(f"not valid UTF-8 ({error.reason})", number) from None
+                raise DataFormatError(f"not valid UTF-8 ({error.reason} at byte {error.start}); "
+                                      "save the file as UTF-8", number) from None
+        if number == 1:
+            raw = raw.removeprefix(UTF8_BOM)  # Windows editors write one; it is not part of the JSON
         if not raw.strip():
             continue
         try:
             yield number, json.loads(raw)
         except json.JSONDecodeError as error:
-            raise DataFormatError(f"invalid JSON: {error.msg} at column {error.colno}", number) from None
+            hint = _not_jsonl_hint(raw) if number == 1 else ""
+            raise DataFormatError(f"invalid JSON: {error.msg} at column {error.colno}{hint}", number) from None
 
 
 def validate_jsonl(lines: Iterable[str | bytes], expected: str = "auto") -> FormatReport:

@@ -42,28 +42,30 @@ class TokenizationReport:
         self.dropped[reason] += 1
 
 
-def render_ids(tokenizer: Any, messages: Messages, add_generation_prompt: bool = False) -> list[int]:
-    """Token ids of messages in the tokenizer's chat template."""
+def render_ids(tokenizer: Any, messages: Messages, add_generation_prompt: bool = False,
+               tools: list[dict[str, Any]] | None = None) -> list[int]:
+    """Token ids of messages in the tokenizer's chat template (with the tools it may call, if any)."""
     if not messages:
         return []
     encoded = tokenizer.apply_chat_template(
-        messages, tokenize=True, add_generation_prompt=add_generation_prompt, return_dict=True
+        messages, tools=tools, tokenize=True, add_generation_prompt=add_generation_prompt, return_dict=True
     )
     return list(encoded["input_ids"])
 
 
-def assistant_loss_mask(tokenizer: Any, messages: Messages) -> tuple[list[int], list[int]]:
+def assistant_loss_mask(tokenizer: Any, messages: Messages,
+                        tools: list[dict[str, Any]] | None = None) -> tuple[list[int], list[int]]:
     """(input_ids, mask) where mask is 1 on tokens of assistant turns whose ``weight`` is not 0.
 
     A turn's tokens are those its rendering adds after the generation prompt of the turns before it.
     """
-    input_ids = render_ids(tokenizer, messages)
+    input_ids = render_ids(tokenizer, messages, tools=tools)
     mask = [0] * len(input_ids)
     for index, message in enumerate(messages):
         if message.get("role") != "assistant" or message.get("weight", 1) == 0:
             continue
-        start = len(render_ids(tokenizer, messages[:index], add_generation_prompt=True))
-        through = render_ids(tokenizer, messages[: index + 1])
+        start = len(render_ids(tokenizer, messages[:index], add_generation_prompt=True, tools=tools))
+        through = render_ids(tokenizer, messages[: index + 1], tools=tools)
         if input_ids[: len(through)] != through:
             raise ChatTemplateError(
                 "the chat template renders a conversation differently from its prefix (turn "
@@ -93,7 +95,7 @@ def truncate_masked(input_ids: list[int], mask: list[int], max_length: int,
 
 def tokenize_sft_row(tokenizer: Any, row: dict, data: DataSpec) -> dict[str, list[int]] | str:
     """``{"input_ids", "labels"}`` for one messages row, or the reason it is dropped."""
-    input_ids, mask = assistant_loss_mask(tokenizer, row["messages"])
+    input_ids, mask = assistant_loss_mask(tokenizer, row["messages"], row.get("tools"))
     if not within_length(len(input_ids), data.filters.min_length, data.filters.max_length):
         return "length_filter"
     if 1 not in mask:

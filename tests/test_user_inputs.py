@@ -1,0 +1,158 @@
+"""Files the way users bring them: a BOM, CRLF, a JSON document instead of JSONL, UTF-16, OpenAI's tool and
+function-calling chats, text-part content, TRL's preference pairs without a prompt. Each goes through the
+real validation (what the upload endpoint runs), conversion and tokenization with the tiny model's tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alignment_core.data.formats import DataFormatError, validate_file
+from alignment_core.data.tokenization import tokenize_rows
+from alignment_core.data.training_data import load_training_rows
+from alignment_core.specs import DataSpec
+
+CHAT = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Héllo 世界 🙂"},
+                     {"role": "assistant", "content": "Hi 👋"}]}
+TOOL_CHAT = {
+    "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 20}"},
+        {"role": "assistant", "content": "It is 20 C."},
+    ],
+    "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+    "parallel_tool_calls": False,
+}
+FUNCTION_CHAT = {
+    "messages": [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "function_call": {"name": "get_weather", "arguments": "{}"}},
+        {"role": "function", "name": "get_weather", "content": "20"},
+        {"role": "assistant", "content": "20 C"},
+    ],
+    "functions": [{"name": "get_weather", "parameters": {"type": "object", "properties": {}}}],
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def write_lines(path: Path, records: list, prefix: bytes = b"", newline: str = "\n") -> str:
+    path.write_bytes(prefix + "".join(json.dumps(r, ensure_ascii=False) + newline for r in records).encode())
+    return str(path)
+
+
+def rejection(path: str) -> DataFormatError:
+    with pytest.raises(DataFormatError) as error:
+        validate_file(path)
+    return error.value
+
+
+def test_a_utf8_bom_and_crlf_line_endings_are_accepted(tmp_path, tokenizer):
+    path = write_lines(tmp_path / "bom.jsonl", [CHAT, CHAT], prefix=b"\xef\xbb\xbf", newline="\r\n")
+    assert validate_file(path).num_examples == 2
+    rows = load_training_rows(DataSpec(train_files=[path]), "supervised", seed=0)
+    assert rows.train[0]["messages"][1]["content"] == "Héllo 世界 🙂"  # no BOM or \r left in the text
+
+
+def test_json_documents_and_other_encodings_are_refused_with_the_fix(tmp_path):
+    array = tmp_path / "array.json"
+    array.write_text(json.dumps([CHAT, CHAT]))
+    assert "JSON array" in str(rejection(str(array))) and rejection(str(array)).line == 1
+    pretty_array = tmp_path / "pretty.json"
+    pretty_array.write_text(json.dumps([CHAT], indent=2))
+    assert "JSON array" in str(rejection(str(pretty_array)))
+    pretty_object = tmp_path / "object.json"
+    pretty_object.write_text(json.dumps(CHAT, indent=2))
+    assert "each record on one line" in str(rejection(str(pretty_object)))
+    utf16 = tmp_path / "utf16.jsonl"
+    utf16.write_bytes((json.dumps(CHAT) + "\n").encode("utf-16"))
+    assert "UTF-16" in str(rejection(str(utf16)))
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(json.dumps(CHAT).encode() + b"\n" + '{"prompt": "caf\xe9"}'.encode("latin-1") + b"\n")
+    error = rejection(str(latin1))
+    assert error.line == 2 and "UTF-8" in str(error)
+
+
+def test_tool_calls_train_with_their_tools_and_no_none_text(tmp_path, tokenizer):
+    path = write_lines(tmp_path / "tools.jsonl", [TOOL_CHAT])
+    assert validate_file(path).format == "messages"
+    rows = load_training_rows(DataSpec(train_files=[path]), "supervised", seed=0).train
+    assert rows[0]["tools"] == TOOL_CHAT["tools"]
+    assert rows[0]["messages"][1]["content"] == "" and rows[0]["messages"][1]["tool_calls"]
+    # A template that renders tools sees them (the tiny model's own template ignores them).
+    tool_tokenizer = type(tokenizer).from_pretrained(tokenizer.name_or_path)
+    tool_tokenizer.chat_template = "{% if tools %}<|system|>TOOLS {{ tools | length }}<|end|>{% endif %}" + \
+        tokenizer.chat_template
+    kept, _ = tokenize_rows(tool_tokenizer, rows, DataSpec(train_files=[path]), "sft")
+    text = tool_tokenizer.decode(kept[0]["input_ids"])
+    assert text.startswith("<|system|>TOOLS 1") and "None" not in text
+    trained = tool_tokenizer.decode([t for t in kept[0]["labels"] if t != -100])
+    assert "It is 20 C." in trained and "TOOLS" not in trained
+
+
+def test_openai_function_calling_becomes_tool_calls(tmp_path):
+    path = write_lines(tmp_path / "functions.jsonl", [FUNCTION_CHAT])
+    assert validate_file(path).format == "messages"
+    row = load_training_rows(DataSpec(train_files=[path]), "supervised", seed=0).train[0]
+    call = row["messages"][1]
+    assert call["tool_calls"] == [{"type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]
+    assert "function_call" not in call and row["messages"][2]["role"] == "tool"
+    assert row["tools"] == [{"type": "function", "function": FUNCTION_CHAT["functions"][0]}]
+
+
+def test_text_parts_are_joined_and_images_refused_naming_the_part(tmp_path):
+    text_parts = [{"type": "text", "text": "Sort "}, {"type": "text", "text": "b a"}]
+    parts = {"messages": [{"role": "user", "content": text_parts},
+                          {"role": "assistant", "content": [{"type": "text", "text": "a b"}]}]}
+    path = write_lines(tmp_path / "parts.jsonl", [parts])
+    row = load_training_rows(DataSpec(train_files=[path]), "supervised", seed=0).train[0]
+    assert [m["content"] for m in row["messages"]] == ["Sort b a", "a b"]
+    image = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+                          {"role": "assistant", "content": "a cat"}]}
+    error = rejection(write_lines(tmp_path / "image.jsonl", [CHAT, image]))
+    assert error.line == 2 and error.field == "messages[0].content[0]" and "image_url" in str(error)
+
+
+def test_trl_pairs_without_a_prompt_use_the_shared_part(tmp_path, tokenizer):
+    conversational = {"chosen": [{"role": "user", "content": "Sort b a"}, {"role": "assistant", "content": "a b"}],
+                      "rejected": [{"role": "user", "content": "Sort b a"}, {"role": "assistant", "content": "b a"}],
+                      "score_chosen": 8.0, "score_rejected": 2.0}
+    standard = {"chosen": "Human: Sort b a Assistant: a b", "rejected": "Human: Sort b a Assistant: b a"}
+    for name, record in (("conversational", conversational), ("standard", standard)):
+        path = write_lines(tmp_path / f"{name}.jsonl", [record])
+        assert validate_file(path).format == "preference"
+        row = load_training_rows(DataSpec(train_files=[path]), "dpo", seed=0).train[0]
+        assert row["prompt"][-1]["role"] == "user" and "Sort b a" in row["prompt"][-1]["content"]
+        assert row["chosen"][0]["content"].strip() == "a b" and row["rejected"][0]["content"].strip() == "b a"
+        kept, _ = tokenize_rows(tokenizer, [row], DataSpec(train_files=[path]), "preference")
+        assert kept[0]["chosen_ids"] != kept[0]["rejected_ids"]
+    unrelated = {"chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "user", "content": "b"}]}
+    error = rejection(write_lines(tmp_path / "unrelated.jsonl", [unrelated]))
+    assert error.field == "prompt" and "add a 'prompt'" in str(error)
+    same = {"chosen": "the same", "rejected": "the same"}
+    assert "nothing after" in str(rejection(write_lines(tmp_path / "same.jsonl", [same])))
+
+
+def test_openai_dpo_rows_keep_their_prompt_and_refuse_a_missing_side(tmp_path):
+    record = {"input": {"messages": [{"role": "user", "content": "Hi"}], "tools": [], "parallel_tool_calls": True},
+              "preferred_output": [{"role": "assistant", "content": "Hello!"}],
+              "non_preferred_output": [{"role": "assistant", "content": "Go away"}]}
+    path = write_lines(tmp_path / "dpo.jsonl", [record])
+    row = load_training_rows(DataSpec(train_files=[path]), "dpo", seed=0).train[0]
+    assert row == {"prompt": [{"role": "user", "content": "Hi"}],
+                   "chosen": [{"role": "assistant", "content": "Hello!"}],
+                   "rejected": [{"role": "assistant", "content": "Go away"}]}
+    broken = {key: value for key, value in record.items() if key != "non_preferred_output"}
+    error = rejection(write_lines(tmp_path / "broken.jsonl", [record, broken]))
+    assert error.line == 2 and error.field == "non_preferred_output"
