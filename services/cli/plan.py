@@ -27,7 +27,7 @@ def plan_command(
         recommend,
     )
     from alignment_core.planning.recommend import spec_on_gpus
-    from services.cli.train import read_spec_file
+    from services.cli.spec_file import read_spec_file
 
     console = Console()
     spec = read_spec_file(spec_path, None)

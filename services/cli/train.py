@@ -12,24 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 
-
-def read_spec_file(path: Path, max_steps: int | None) -> Any:
-    """Load and validate a YAML spec; --max-steps overrides training.max_steps."""
-    from alignment_core.specs import describe_validation_error, load_spec
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise typer.BadParameter(f"cannot read {path}: {error}") from None
-    if max_steps is not None:
-        data.setdefault("training", {})["max_steps"] = max_steps
-    try:
-        return load_spec(data)
-    except ValueError as error:
-        message, _ = describe_validation_error(error)
-        raise typer.BadParameter(f"{path}: {message}") from None
+from services.cli.spec_file import check_spec_inputs, read_spec_file
 
 
 def clear_previous_run(output_dir: Path) -> None:
@@ -54,14 +38,17 @@ def train_command(
     from transformers.utils import logging as transformers_logging
 
     from alignment_core.context import LocalContext
+    from alignment_core.data.formats import DataFormatError
+    from alignment_core.data.tokenization import ChatTemplateError, NoUsableExamples
     from alignment_core.evaluation.demo_report import demo_metrics, uses_demo_data
-    from alignment_core.stages import run_stage
+    from alignment_core.stages import MethodNotAvailable, run_stage
 
     # Ours is the one bar: datasets' map passes and transformers' shard saving would each draw their own.
     datasets.disable_progress_bars()
     transformers_logging.disable_progress_bar()
     console = Console()
     spec = read_spec_file(spec_path, max_steps)
+    check_spec_inputs(spec)
     output_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         clear_previous_run(output_dir)
@@ -82,7 +69,13 @@ def train_command(
             progress.update(task, completed=step, loss=f"loss {loss:.4f}" if loss is not None else "")
 
         context.on_report.append(show)
-        result = run_stage(spec, context)
+        try:
+            result = run_stage(spec, context)
+        except (DataFormatError, NoUsableExamples, ChatTemplateError, MethodNotAvailable, OSError) as error:
+            # Problems with what the user gave (data, model files, chat template): a message, not a traceback.
+            progress.stop()
+            console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+            raise typer.Exit(1) from None
 
     report: dict[str, Any] = {"method": spec.method.type, **result.to_json()}
     if demo and result.model_dir is not None:

@@ -1,0 +1,91 @@
+"""`alignd train` on specs and data a user gets wrong: every problem named at once (with the field probably meant),
+bad inputs refused before the model loads, run-time data problems as one message; no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAT = {"messages": [{"role": "user", "content": "sort c b a"}, {"role": "assistant", "content": "a b c"}]}
+
+
+def alignd(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ALIGND_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "services.cli.main", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+@pytest.fixture()
+def chat_file(tmp_path: Path) -> Path:
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps(CHAT) + "\n")
+    return path
+
+
+def test_every_spec_problem_is_named_with_a_suggestion(tmp_path: Path, chat_file: Path) -> None:
+    spec = tmp_path / "typo.yaml"
+    spec.write_text("method: {type: dpo, betta: 0.1}\nmodel: {name_or_path: alignd-tiny, lora: {rank: 8}}\n"
+                    f"data: {{train_file: [{chat_file}]}}\ntraining: {{learning_rat: 1.0e-3, epochs: lots}}\n")
+    result = alignd("train", str(spec), "-o", str(tmp_path / "out"), home=tmp_path / "home", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    for line in ("method.betta: unknown field (did you mean 'beta'?)",
+                 "data.train_file: unknown field (did you mean 'train_files'?)",
+                 "training.learning_rat: unknown field (did you mean 'learning_rate'?)",
+                 "model.lora.rank: unknown field (expected one of: alpha, dropout, r, target_modules)",
+                 "training.epochs: Input should be a valid number"):
+        assert line in result.stderr, result.stderr
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- method: supervised\n")
+    result = alignd("plan", str(listed), home=tmp_path / "home", cwd=tmp_path)
+    assert result.returncode == 2 and "a spec is a mapping" in result.stderr
+
+
+def test_inputs_are_checked_before_the_model_loads(tmp_path: Path, chat_file: Path) -> None:
+    cases = {
+        "model: {name_or_path: ./no-such-model}": "model.name_or_path: no model folder './no-such-model'",
+        "model: {name_or_path: runs/sft/model}": "no model folder 'runs/sft/model'",
+    }
+    for model, expected in cases.items():
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(f"method: supervised\n{model}\ndata: {{train_files: [{chat_file}]}}\n")
+        result = alignd("train", str(spec), "-o", str(tmp_path / "out"), home=tmp_path / "home", cwd=tmp_path)
+        assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr
+    data_cases = {
+        f"method: supervised\ndata: {{train_files: [{tmp_path / 'missing.jsonl'}]}}": "data.train_files: no file",
+        f"method: dpo\ndata: {{train_files: [{chat_file}]}}": "method 'dpo' needs data in one of",
+        f"method: supervised\ndata: {{train_files: [{chat_file}], eval_files: [{tmp_path / 'spec.yaml'}]}}":
+            "data.eval_files: ",
+        f"method: orpo\ndata: {{train_files: [{chat_file}]}}": "method 'orpo' has no stage yet",
+    }
+    for body, expected in data_cases.items():
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(f"model: {{name_or_path: alignd-tiny}}\n{body}\n")
+        result = alignd("train", str(spec), "-o", str(tmp_path / "out"), home=tmp_path / "home", cwd=tmp_path)
+        assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr, (
+            body, result.stderr)
+    assert not (tmp_path / "home" / "models").exists()  # refused before even the tiny model was built
+
+
+def test_a_bom_file_trains_and_a_run_time_data_problem_is_one_message(tmp_path: Path, chat_file: Path) -> None:
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + (json.dumps(CHAT) + "\r\n").encode() * 4)
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(b"\xef\xbb\xbf" + f"method: supervised\nmodel: {{name_or_path: alignd-tiny}}\n"
+                     f"data: {{train_files: [{bom}], max_length: 64, max_prompt_length: 32}}\n"
+                     "training: {max_steps: 1, batch_size: 2}\n".encode())
+    result = alignd("train", str(spec), "-o", str(tmp_path / "out"), home=tmp_path / "home", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((tmp_path / "out" / "result.json").read_text())["status"] == "completed"
+    # Every example is longer than the length filter: found only after tokenizing, reported as one message.
+    spec.write_text(f"method: supervised\nmodel: {{name_or_path: alignd-tiny}}\n"
+                    f"data: {{train_files: [{chat_file}], filters: {{max_length: 2}}}}\n"
+                    "training: {max_steps: 1}\n")
+    result = alignd("train", str(spec), "-o", str(tmp_path / "out2"), home=tmp_path / "home", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "every train example was dropped" in output and "Traceback" not in output
