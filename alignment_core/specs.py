@@ -93,8 +93,14 @@ class DataSpec(StrictModel):
 
     @model_validator(mode="after")
     def _prompt_fits(self) -> DataSpec:
-        if self.max_prompt_length >= self.max_length:
-            raise ValueError("data.max_prompt_length must be smaller than data.max_length")
+        if "max_prompt_length" not in self.model_fields_set:
+            # Only max_length was chosen: the default prompt budget follows it rather than refusing the spec.
+            self.max_prompt_length = min(self.max_prompt_length, self.max_length // 2)
+        elif self.max_prompt_length >= self.max_length:
+            raise ValueError(
+                f"data.max_prompt_length ({self.max_prompt_length}) must be smaller than "
+                f"data.max_length ({self.max_length})"
+            )
         return self
 
 

@@ -157,3 +157,11 @@ def test_stale_demo_data_is_rebuilt(tmp_path, monkeypatch):
         assert (directory / "preference.jsonl").read_text() == fresh
         assert (directory / VERSION_FILE).read_text().strip() == demo_data_version()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["demo-data"]
+
+
+def test_prompt_budget_follows_a_smaller_max_length_unless_set():
+    # Setting only max_length must not make the default prompt budget (256) an error.
+    assert DataSpec(train_files=["a.jsonl"], max_length=128).max_prompt_length == 64
+    assert DataSpec(train_files=["a.jsonl"]).max_prompt_length == 256
+    with pytest.raises(ValueError, match=r"max_prompt_length \(200\) must be smaller than data.max_length \(128\)"):
+        DataSpec(train_files=["a.jsonl"], max_length=128, max_prompt_length=200)
