@@ -206,3 +206,53 @@ def test_dashboard_shows_live_curves_and_cancels_a_job(server: dict, running_job
             expect(page.locator("#charts")).to_contain_text("No metrics reported yet")
         finally:
             browser.close()
+
+
+def test_dashboard_fits_the_window_and_stops_polling_an_unknown_job(server: dict, running_job: dict,
+                                                                    tmp_path: Path) -> None:
+    """A real SFT checkpoint's many metric columns scroll inside their card (the page keeps the window's width);
+    the trainer's end-of-run train_loss is not drawn as a curve; an unknown job id is asked for once."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from services.store import queue
+
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
+        created = client.post("/v1/fine_tuning/jobs", json={
+            "model": "alignd-tiny", "training_file": running_job["sft_file"], "priority": 1000})
+        assert created.status_code == 200, created.text
+    job_id, sessions = created.json()["id"], running_job["sessions"]
+    claimed = queue.claim_next_job(sessions, "layout-test-worker", lease_seconds=600)
+    assert claimed is not None and claimed.id == job_id
+    for step in range(1, 6):
+        queue.record_metrics(sessions, job_id, step, _metrics_at(step))
+    queue.record_metrics(sessions, job_id, 5, {"train_loss": 9.0, "train_runtime": 3.0})
+    wide = {"loss": 1.5, "train_mean_token_accuracy": 0.25, "valid_loss": 1.7, "entropy": 6.1, "grad_norm": 2.0}
+    queue.record_checkpoint(sessions, job_id, 5, "/tmp/ft:alignd-tiny:" + "x" * 60, wide)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 900})
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(10_000)
+            page.goto(f"{server['url']}/dashboard")
+            page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
+            page.goto(f"{server['url']}/dashboard#/jobs/{job_id}")
+            page.reload()
+            expect(page.locator("#checkpoints")).to_contain_text("ckpt-step-5")
+            loss_line = page.locator("[data-chart='Loss'] polyline[data-series='loss']")
+            expect(loss_line).to_have_attribute("data-points", "5")
+            expect(page.locator("polyline[data-series='train_loss']")).to_have_count(0)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+            _screenshot(page, tmp_path / "dashboard-wide-checkpoints.png")
+
+            missing = []
+            page.on("request", lambda request: missing.append(request.url) if "nosuchjob" in request.url else None)
+            page.goto(f"{server['url']}/dashboard#/jobs/ftjob-nosuchjob")
+            expect(page.locator(".alert-error")).to_contain_text("Not found")
+            page.wait_for_timeout(5000)  # two poll intervals and more
+            assert len(missing) == 4, missing  # one round: the job, its metrics, events and checkpoints
+        finally:
+            browser.close()

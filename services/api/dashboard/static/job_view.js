@@ -90,6 +90,7 @@ export function jobView(jobId, notify) {
   let job = null;
   let metricsSignature = "";
   let busy = false;
+  let missing = false; // a 404: nothing will appear, so the poller stops asking
 
   const title = el("h1", {class: "mono"}, jobId);
   const badge = el("span", {id: "job-status"});
@@ -133,9 +134,15 @@ export function jobView(jobId, notify) {
 
   async function refresh() {
     const after = metrics.lastStep === undefined ? undefined : metrics.lastStep - 1;
-    const [fresh, rows, events, checkpoints] = await Promise.all([
-      jobsApi.get(jobId), jobsApi.metrics(jobId, after), jobsApi.events(jobId), jobsApi.checkpoints(jobId),
-    ]);
+    let fresh, rows, events, checkpoints;
+    try {
+      [fresh, rows, events, checkpoints] = await Promise.all([
+        jobsApi.get(jobId), jobsApi.metrics(jobId, after), jobsApi.events(jobId), jobsApi.checkpoints(jobId),
+      ]);
+    } catch (err) {
+      missing = err.status === 404;
+      throw err;
+    }
     job = fresh;
     metrics.add(rows);
     if (job.user_provided_suffix) title.textContent = `${jobId} · ${job.user_provided_suffix}`;
@@ -157,5 +164,5 @@ export function jobView(jobId, notify) {
     replaceChildren(checkpointsBox, checkpointsTable(checkpoints.data || []));
   }
 
-  return {root, refresh, live: () => !job || ACTIVE_STATUSES.has(job.status)};
+  return {root, refresh, live: () => !missing && (!job || ACTIVE_STATUSES.has(job.status))};
 }

@@ -7,8 +7,9 @@ const GROUPS = [
   {title: "Reward", match: (n) => /reward|score|margin/.test(n) && !/acc/.test(n)},
   {title: "Loss", match: (n) => /loss/.test(n)},
 ];
-// Bookkeeping values that are not curves anyone watches.
-const HIDDEN = /^(epoch|step|global_step|total_flos|train_runtime|.*_per_second|num_tokens|tokens)$/;
+// Bookkeeping values that are not curves anyone watches. "train_loss" is the trainer's end-of-run average
+// (one value per attempt): drawn next to "loss" it looks like a second, smoother curve.
+const HIDDEN = /^(epoch|step|global_step|total_flos|train_runtime|train_loss|.*_per_second|num_tokens|tokens)$/;
 
 /** Store rows keyed by step; a later report for the same step merges into it. */
 export class MetricSeries {
