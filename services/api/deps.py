@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from services.api.auth import KeyCache, authenticate, cached_caller
 from services.api.errors import ApiError
 from services.settings import Settings
+from services.store.async_db import AsyncDatabase
 from services.store.blobs import BlobStore
 from services.store.engine import SessionFactory
 from services.store.models import Project
@@ -26,6 +27,7 @@ class AppContext:
     engine: Engine
     sessions: SessionFactory
     blobs: BlobStore
+    db: AsyncDatabase  # the hot routes' statements, without a thread hop (opened in the app's lifespan)
     read_sessions: SessionFactory | None = None  # autocommit sessions for GET requests (Postgres)
     keys: KeyCache = field(default_factory=KeyCache)  # enabled while revocations are heard (see auth)
 
@@ -82,7 +84,10 @@ class Caller:
     is_admin: bool
 
 
-async def get_caller(request: Request, context: ContextDep) -> Caller:
+async def get_caller(request: Request) -> Caller:
+    # The context is read here, not through ContextDep: every dependency FastAPI solves costs each request CPU
+    # on the event loop, and this one runs on every request.
+    context: AppContext = request.app.state.alignd
     known = cached_caller(request, context.keys, context.settings.admin_key)
     if known is None:  # a key not cached (or the cache is off): look it up off the event loop
         known = await run_in_threadpool(_authenticate, request, context)
@@ -98,8 +103,8 @@ def _authenticate(request: Request, context: AppContext) -> tuple[Project, bool]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-async def get_current_project(caller: CallerDep) -> Project:
-    return caller.project
+async def get_current_project(request: Request) -> Project:
+    return (await get_caller(request)).project
 
 
 CurrentProject = Annotated[Project, Depends(get_current_project)]

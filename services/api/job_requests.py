@@ -14,7 +14,6 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 
 from alignment_core.data.formats import DataFormatError, check_method_accepts
 from alignment_core.specs import (
@@ -31,6 +30,7 @@ from services.api.errors import ApiError, bad_request
 from services.api.model_names import check_model_name
 from services.api.schemas import SEED_RANGE, JobCreate
 from services.settings import get_settings
+from services.store.async_db import AsyncDatabase
 from services.store.files import file_format
 from services.store.jobs import find_job_by_output
 from services.store.models import Project
@@ -136,18 +136,18 @@ def _place_hyperparameters(
 class ModelReferences:
     """Resolves model names that point at other jobs; collects the jobs this one must wait for."""
 
-    def __init__(self, session: Session, project: Project, pending: dict[str, str] | None = None):
-        self.session, self.project = session, project
+    def __init__(self, db: AsyncDatabase, project: Project, pending: dict[str, str] | None = None):
+        self.db, self.project = db, project
         self.pending = pending or {}  # names of not-yet-inserted jobs (pipeline stages) -> their job ids
         self.depends_on: list[str] = []
 
-    def resolve(self, name: str, param: str) -> str:
+    async def resolve(self, name: str, param: str) -> str:
         """The name the spec should carry: another job's output name, or `name` checked (check_model_name)."""
         if name in self.pending:
             self._add(self.pending[name])
             return name
         looks_like_job = name.startswith(("ftjob-", "ft:", "ft-"))
-        job = find_job_by_output(self.session, self.project.id, name) if looks_like_job else None
+        job = await find_job_by_output(self.db, self.project.id, name) if looks_like_job else None
         if job is None:
             if looks_like_job:
                 raise ApiError(400, f"{param}: no job or fine-tuned model '{name}' in this project", param=param,
@@ -171,8 +171,8 @@ def output_model_name(model: str, suffix: str | None, job_id: str) -> str:
     return f"ft:{base}:{suffix}:{job_id}" if suffix else f"ft:{base}:{job_id}"
 
 
-def _check_file(session: Session, project: Project, file_id: str, method_type: str, param: str) -> None:
-    data_format = file_format(session, project.id, file_id)
+async def _check_file(db: AsyncDatabase, project: Project, file_id: str, method_type: str, param: str) -> None:
+    data_format = await file_format(db, project.id, file_id)
     if data_format is None:
         raise ApiError(400, f"{param}: no file '{file_id}' in this project", param=param, code="file_not_found")
     try:
@@ -181,10 +181,10 @@ def _check_file(session: Session, project: Project, file_id: str, method_type: s
         raise bad_request(f"{param}: {error.reason}", param, code="unsuitable_file_format") from None
 
 
-def build_new_job(session: Session, project: Project, body: JobCreate, job_id: str,
-                  references: ModelReferences | None = None) -> NewJob:
+async def build_new_job(db: AsyncDatabase, project: Project, body: JobCreate, job_id: str,
+                        references: ModelReferences | None = None) -> NewJob:
     """Validate `body` completely and return what the queue stores; raises ApiError(400) on any problem."""
-    references = references or ModelReferences(session, project)
+    references = references or ModelReferences(db, project)
     method_type, settings, sent_as = _method_settings(body.method, body.hyperparameters)
     if method_type not in METHOD_CLASSES:
         if method_type in ("orpo", "kto", "grpo"):
@@ -196,7 +196,7 @@ def build_new_job(session: Session, project: Project, body: JobCreate, job_id: s
         raise bad_request(f"method.{method_type}.hyperparameters must be an object",
                           f"method.{method_type}.hyperparameters")
 
-    model_name = references.resolve(body.model, "model")
+    model_name = await references.resolve(body.model, "model")
     spec: dict[str, Any] = {
         "method": {"type": method_type}, "model": {"name_or_path": model_name},
         "data": {"train_files": [body.training_file],
@@ -209,9 +209,10 @@ def build_new_job(session: Session, project: Project, body: JobCreate, job_id: s
             if not isinstance(reward_name, str):
                 raise bad_request("method.ppo.reward_model must be a string", "method.ppo.reward_model")
             settings["reward"] = {"type": "model",
-                                  "model": references.resolve(reward_name, "method.ppo.reward_model")}
+                                  "model": await references.resolve(reward_name, "method.ppo.reward_model")}
         elif isinstance(settings.get("reward"), dict) and isinstance(settings["reward"].get("model"), str):
-            settings["reward"]["model"] = references.resolve(settings["reward"]["model"], "method.ppo.reward.model")
+            settings["reward"]["model"] = await references.resolve(settings["reward"]["model"],
+                                                                   "method.ppo.reward.model")
     for name, value in settings.items():
         if name not in METHOD_CLASSES[method_type].model_fields:
             raise bad_request(f"method.{method_type}.{name}: unknown field", f"method.{method_type}.{name}")
@@ -241,9 +242,10 @@ def build_new_job(session: Session, project: Project, body: JobCreate, job_id: s
     if not SEED_RANGE["ge"] <= validated.training.seed <= SEED_RANGE["le"]:
         raise bad_request("spec.training.seed must fit in a signed 64-bit integer", "spec.training.seed")
     for index, file_id in enumerate(validated.data.train_files):
-        _check_file(session, project, file_id, method_type, "training_file" if index == 0 else "spec.data.train_files")
+        await _check_file(db, project, file_id, method_type,
+                          "training_file" if index == 0 else "spec.data.train_files")
     for file_id in validated.data.eval_files:
-        _check_file(session, project, file_id, method_type, "validation_file")
+        await _check_file(db, project, file_id, method_type, "validation_file")
     _check_memory(validated)
 
     return NewJob(

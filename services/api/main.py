@@ -14,6 +14,7 @@ from services.api.deps import AppContext
 from services.api.errors import install_error_handlers
 from services.api.routes import files, health, jobs, models, pipelines, projects
 from services.settings import Settings, configure_logging, get_settings
+from services.store.async_db import AsyncDatabase
 from services.store.blobs import BlobStore
 from services.store.engine import autocommit_engine, make_engine, make_session_factory
 from services.store.migrate import upgrade_database
@@ -39,7 +40,9 @@ def create_app(settings: Settings | None = None, migrate: bool = True) -> FastAP
     app = FastAPI(title="alignd", version="0.1.0", lifespan=_lifespan,
                   description="Fine-tuning and alignment jobs behind an OpenAI-shaped API.")
     app.state.alignd = AppContext(settings=settings, engine=engine, sessions=sessions,
-                                  blobs=BlobStore(settings.resolved_storage_uri), read_sessions=read_sessions)
+                                  blobs=BlobStore(settings.resolved_storage_uri),
+                                  db=AsyncDatabase(engine, sessions, pool_size=ASYNC_POOL_SIZE),
+                                  read_sessions=read_sessions)
     install_error_handlers(app)
     for module in (health, files, jobs, pipelines, models, projects):
         app.include_router(module.router)
@@ -51,6 +54,9 @@ def create_app(settings: Settings | None = None, migrate: bool = True) -> FastAP
 # turns on the GIL and on a handful of cores finish every request late; fewer threads let requests queue in
 # arrival order on the event loop and each one, once started, finish quickly (lower tail latency).
 HANDLER_THREADS = 8
+# Connections of the async pool the hot routes share. Each holds one only for one statement, on the event loop
+# that serializes them anyway; a few cover the round trips in flight at once.
+ASYNC_POOL_SIZE = 8
 
 
 @asynccontextmanager
@@ -60,9 +66,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     listener = None if context.read_sessions is None else RevocationListener(context.engine, context.keys)
     if listener is not None:
         listener.start()
+    await context.db.open()
     try:
         yield
     finally:
+        await context.db.close()
         if listener is not None:
             await anyio.to_thread.run_sync(listener.stop)
 

@@ -7,6 +7,7 @@ import time
 from sqlalchemy import ColumnElement, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
+from services.store.async_db import AsyncDatabase
 from services.store.models import File
 
 
@@ -27,12 +28,9 @@ def get_file(session: Session, project_id: str, file_id: str) -> File | None:
     ).scalar_one_or_none()
 
 
-def file_format(session: Session, project_id: str, file_id: str) -> str | None:
-    """The detected data format of a live file of the project, or None; one column, no ORM object (job creation
-    checks every input file)."""
-    return session.connection().execute(
-        _FILE_FORMAT, {"id": file_id, "project_id": project_id}
-    ).scalar_one_or_none()
+async def file_format(db: AsyncDatabase, project_id: str, file_id: str) -> str | None:
+    """The detected data format of a live file of the project, or None (job creation checks every input file)."""
+    return await db.scalar(_FILE_FORMAT, {"id": file_id, "project_id": project_id})
 
 
 _FILE_FORMAT = select(File.format).where(File.id == bindparam("id"), File.project_id == bindparam("project_id"),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
-from pydantic_core import from_json
-from sqlalchemy import JSON, Select, Text, TypeDecorator, bindparam, cast, func, select, type_coerce, update
+from pydantic_core import to_json
+from sqlalchemy import JSON, Select, Text, bindparam, cast, func, select, update
 from sqlalchemy.orm import Session
 
+from services.store.async_db import AsyncDatabase
 from services.store.files import TimeKey, time_key_beyond
 from services.store.lifecycle import InvalidTransition, add_events, fail_dependents
 from services.store.models import Checkpoint, Job, JobEvent, JobMetric, Pipeline, RegisteredModel
@@ -21,43 +22,73 @@ def get_job(session: Session, project_id: str, job_id: str) -> Job | None:
     return session.execute(select(Job).where(Job.id == job_id, Job.project_id == project_id)).scalar_one_or_none()
 
 
-def get_job_by_idempotency_key(session: Session, project_id: str, key: str) -> Job | None:
-    return session.execute(
-        select(Job).where(Job.project_id == project_id, Job.idempotency_key == key)
-    ).scalar_one_or_none()
+# The columns of a job a client sees, in this order (services.api.schemas.job_json reads them by position). JSON
+# columns come as their stored text: the API splices it into the response instead of parsing and re-dumping it.
+PUBLIC_JOB_COLUMNS = ("id", "created_at", "finished_at", "model", "fine_tuned_model", "project_id", "status",
+                      "training_file", "validation_file", "spec", "method", "trained_tokens", "error", "seed",
+                      "metadata_", "request", "suffix", "priority", "attempts", "max_attempts", "depends_on",
+                      "pipeline_id", "cancel_requested", "pause_requested", "result", "package_versions")
+# A public job row: values in PUBLIC_JOB_COLUMNS order, JSON columns as text.
+JobRow = tuple
 
 
-def find_job_by_output(session: Session, project_id: str, model: str) -> Job | None:
-    """The job of this project whose id or (future) fine_tuned_model is `model`."""
-    return session.execute(
-        select(Job).where(Job.project_id == project_id, (Job.id == model) | (Job.output_model == model)
-                          | (Job.fine_tuned_model == model))
-    ).scalars().first()
+_JSON_COLUMNS = frozenset(attribute.key for attribute in Job.__mapper__.column_attrs
+                           if isinstance(attribute.columns[0].type, JSON))
+_COLUMN_NAMES = tuple(Job.__mapper__.column_attrs[name].columns[0].name for name in PUBLIC_JOB_COLUMNS)
 
 
-class _JsonText(TypeDecorator):
-    """A JSON column read as text and decoded by pydantic-core's parser: psycopg's jsonb loader costs four times
-    as much CPU (json.loads twice as much), and a page of jobs holds over a hundred JSON values."""
-
-    impl = Text
-    cache_ok = True
-
-    def process_result_value(self, value: str | None, dialect: Any) -> Any:
-        return None if value is None else from_json(value)
+def public_row(job: Job) -> JobRow:
+    """A loaded job as a public row (its JSON values dumped to text)."""
+    return tuple(to_json(getattr(job, name)).decode() if name in _JSON_COLUMNS else getattr(job, name)
+                 for name in PUBLIC_JOB_COLUMNS)
 
 
-def _job_columns(source: Any) -> list[Any]:
-    """Every column a client sees, under the ORM attribute names; JSON columns as text (see _JsonText)."""
-    hidden = {"lease_owner", "idempotency_key", "idempotency_hash", "run_after", "blocked"}
+def public_row_of_columns(values: dict[str, Any]) -> JobRow:
+    """A public row from a job's values keyed by column name (what enqueue wrote)."""
+    return tuple(to_json(values[column]).decode() if name in _JSON_COLUMNS else values[column]
+                 for name, column in zip(PUBLIC_JOB_COLUMNS, _COLUMN_NAMES))
+
+
+def _public_columns(source: Any) -> list[Any]:
     columns = []
-    for attribute in Job.__mapper__.column_attrs:
-        column = attribute.columns[0]
-        if column.name in hidden:
-            continue
+    for name in PUBLIC_JOB_COLUMNS:
+        column = Job.__mapper__.column_attrs[name].columns[0]
         value = source.c[column.name]
-        readable = type_coerce(cast(value, Text), _JsonText()) if isinstance(column.type, JSON) else value
-        columns.append(readable.label(attribute.key))
+        columns.append((cast(value, Text) if isinstance(column.type, JSON) else value).label(name))
     return columns
+
+
+_JOB_BY_ID = select(*_public_columns(Job.__table__)).where(Job.project_id == bindparam("project_id"),
+                                                          Job.id == bindparam("job_id"))
+_JOB_BY_IDEMPOTENCY_KEY = select(*_public_columns(Job.__table__), Job.idempotency_hash).where(
+    Job.project_id == bindparam("project_id"), Job.idempotency_key == bindparam("key"))
+_JOB_BY_OUTPUT = select(Job.id, Job.status, Job.fine_tuned_model, Job.output_model).where(
+    Job.project_id == bindparam("project_id"),
+    (Job.id == bindparam("model")) | (Job.output_model == bindparam("model"))
+    | (Job.fine_tuned_model == bindparam("model"))).limit(1)
+
+
+async def public_job(db: AsyncDatabase, project_id: str, job_id: str) -> JobRow | None:
+    return await db.row(_JOB_BY_ID, {"project_id": project_id, "job_id": job_id})
+
+
+async def public_job_by_idempotency_key(db: AsyncDatabase, project_id: str, key: str) -> tuple[JobRow, str] | None:
+    """The project's job created with this Idempotency-Key, and the hash of the body it was created with."""
+    row = await db.row(_JOB_BY_IDEMPOTENCY_KEY, {"project_id": project_id, "key": key})
+    return None if row is None else (row[:-1], row[-1])
+
+
+class JobOutput(NamedTuple):
+    id: str
+    status: str
+    fine_tuned_model: str | None
+    output_model: str
+
+
+async def find_job_by_output(db: AsyncDatabase, project_id: str, model: str) -> JobOutput | None:
+    """The job of this project whose id or (future) fine_tuned_model is `model`, or None."""
+    row = await db.row(_JOB_BY_OUTPUT, {"project_id": project_id, "model": model})
+    return None if row is None else JobOutput(*row)
 
 
 @lru_cache(maxsize=64)
@@ -78,18 +109,17 @@ def _list_jobs_statement(with_status: bool, with_after: bool, metadata_keys: tup
         # An unknown cursor pages from the start, as a missing one does.
         page = page.where(jobs.c.seq < func.coalesce(cursor, 2**62))
     page = page.order_by(jobs.c.seq.desc()).limit(bindparam("limit")).subquery("page")
-    return select(*_job_columns(page)).order_by(page.c.seq.desc())
+    return select(*_public_columns(page)).order_by(page.c.seq.desc())
 
 
-def list_jobs(session: Session, project_id: str, *, after: str | None = None, limit: int = DEFAULT_PAGE,
-              status: str | None = None, metadata: dict[str, str] | None = None) -> tuple[list[Any], bool]:
-    """Newest first; `after` is the id of the last job of the previous page. Rows carry the Job attribute names
-    (read-only; no ORM objects: loading twenty of them costs more than the query)."""
+async def list_jobs(db: AsyncDatabase, project_id: str, *, after: str | None = None, limit: int = DEFAULT_PAGE,
+                    status: str | None = None, metadata: dict[str, str] | None = None) -> tuple[list[JobRow], bool]:
+    """Newest first; `after` is the id of the last job of the previous page."""
     metadata = metadata or {}
     statement = _list_jobs_statement(status is not None, after is not None, tuple(metadata))
     params: dict[str, Any] = {"project_id": project_id, "limit": limit + 1, "status": status, "after": after}
     params.update({f"metadata_value_{index}": value for index, value in enumerate(metadata.values())})
-    rows = session.connection().execute(statement, params).all()
+    rows = await db.rows(statement, params)
     return rows[:limit], len(rows) > limit
 
 

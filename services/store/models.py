@@ -106,6 +106,7 @@ class Job(Base):
             sqlite_where=text("status = 'queued' AND NOT blocked"),
         ),
         Index("ix_jobs_project_seq", "project_id", "seq"),
+        Index("ix_jobs_project_status_seq", "project_id", "status", "seq"),  # status-filtered job pages
         Index("ix_jobs_running_lease", "lease_expires_at",
               postgresql_where=text("status = 'running'"), sqlite_where=text("status = 'running'")),
     )

@@ -20,7 +20,7 @@ call runs and commits its own transaction unless it takes a ``Session``):
 - ``record_event``, ``record_metrics(sessions, job_id, step, metrics)``, ``record_checkpoint(sessions,
   job_id, step, path, metrics)``, ``latest_checkpoint``, ``register_model``, ``resolve_model``.
 - ``wait_for_jobs(engine, timeout)``: sleep until a job is enqueued (LISTEN/NOTIFY) or timeout;
-  ``notify_workers(engine)``: the wake-up, sent by the caller after the enqueueing transaction commits.
+  ``AsyncDatabase.notify_workers()`` (services.store.async_db): the wake-up, sent after the enqueueing commit.
 
 On Postgres, claim / renew / complete / fail are one autocommit statement each (``services.store.queue_pg``);
 claims and renewals commit without waiting for the WAL flush (safe to lose: see ``queue_pg.RELAXED_CLAIMS``).
@@ -34,12 +34,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, Text, bindparam, insert, literal, null, select, text, update
+from sqlalchemy import Engine, Text, bindparam, insert, literal, null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.store import queue_pg
-from services.store.engine import SessionFactory, autocommit_engine, is_postgres
+from services.store.async_db import AsyncDatabase
+from services.store.engine import SessionFactory, is_postgres
+from services.store.jobs import JobRow, public_row, public_row_of_columns
 from services.store.lifecycle import (
     InvalidTransition,
     JobNotFound,
@@ -66,9 +68,10 @@ RETRY_BACKOFF_MAX_S = 600.0
 
 __all__ = [
     "ClaimedJob", "DependencyFailed", "InvalidTransition", "JobNotFound", "LeaseFlags", "LeaseLost", "NewJob",
-    "claim_jobs", "claim_next_job", "complete_job", "complete_jobs", "enqueue_job", "enqueue_jobs", "fail_job",
+    "claim_jobs", "claim_next_job", "complete_job", "complete_jobs", "enqueue_and_commit", "enqueue_job",
+    "enqueue_jobs", "fail_job",
     "latest_checkpoint", "mark_cancelled", "mark_paused", "record_checkpoint", "record_event", "record_metrics",
-    "notify_workers", "register_model", "renew_lease", "requeue_expired_leases", "resolve_model", "wait_for_jobs",
+    "register_model", "renew_lease", "requeue_expired_leases", "resolve_model", "wait_for_jobs",
 ]
 
 
@@ -136,7 +139,7 @@ class CheckpointInfo:
     created_at: float
 
 
-def _job_rows(session: Session, jobs: list[NewJob]) -> tuple[list[dict], list[dict], list[dict]]:
+def _job_rows(session: Session | None, jobs: list[NewJob]) -> tuple[list[dict], list[dict], list[dict]]:
     """Rows for jobs, their dependency edges and their creation events; checks the inputs exist and can succeed."""
     now = time.time()
     input_ids = {dep for job in jobs for dep in job.depends_on}
@@ -170,7 +173,7 @@ def _job_rows(session: Session, jobs: list[NewJob]) -> tuple[list[dict], list[di
 def enqueue_jobs(session: Session, jobs: list[NewJob]) -> list[str]:
     """Insert jobs (queued, or blocked on unfinished inputs) in the caller's transaction; returns ids.
 
-    Wakes no worker: call notify_workers once the transaction is committed."""
+    Wakes no worker: call AsyncDatabase.notify_workers once the transaction is committed."""
     rows, edges, events = _job_rows(session, jobs)
     connection = session.connection()
     connection.execute(insert(Job.__table__), rows)
@@ -186,7 +189,7 @@ def _enqueue_statement() -> Any:
 
     Built once with bind parameters: constructing a CTE per call costs more CPU than running it. Only ``seq`` comes
     back: every other value is the caller's own, and reading the JSON columns back cost a third of a create. No
-    NOTIFY here (see notify_workers)."""
+    NOTIFY here (see async_db._Notifier)."""
     jobs_table, events_table = Job.__table__, JobEvent.__table__
     values = {column.name: bindparam(column.name, type_=column.type) for column in jobs_table.c if column.name != "seq"}
     new_job = insert(jobs_table).values(values).returning(jobs_table.c.seq, jobs_table.c.id,
@@ -199,37 +202,37 @@ def _enqueue_statement() -> Any:
     return select(new_job.c.seq).add_cte(logged)
 
 
+def _one_statement(job: NewJob) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Postgres, a job that waits on no other job: the statement, its parameters and the job's column values."""
+    (row,), _, (event,) = _job_rows(None, [job])
+    values = {**_UNSET_COLUMNS, **row}
+    return _enqueue_statement(), {**values, "event_message": event["message"]}, values
+
+
 def enqueue_job(session: Session, job: NewJob) -> Job:
     """Insert one job in the caller's transaction and return it (detached: read its attributes only).
 
-    On Postgres a job that waits on no other job is one statement. Wakes no worker: call notify_workers once the
-    job is committed."""
+    On Postgres a job that waits on no other job is one statement. Wakes no worker: call
+    AsyncDatabase.notify_workers once the job is committed."""
     if job.depends_on or not is_postgres(session):
         (job_id,) = enqueue_jobs(session, [job])
         return session.execute(select(Job).where(Job.id == job_id)).scalar_one()
-    (row,), _, (event,) = _job_rows(session, [job])
-    values = {**_UNSET_COLUMNS, **row}
-    values["seq"] = session.execute(_enqueue_statement(), {**values, "event_message": event["message"]}).scalar_one()
+    statement, params, values = _one_statement(job)
+    values["seq"] = session.execute(statement, params).scalar_one()
     return Job(**{attribute.key: values[attribute.columns[0].name] for attribute in Job.__mapper__.column_attrs})
 
 
+async def enqueue_and_commit(db: AsyncDatabase, job: NewJob) -> JobRow:
+    """Insert and commit one job; returns its public row. On Postgres a job that waits on no other job is one
+    self-committing statement; otherwise a transaction in a worker thread. Wakes no worker (db.notify_workers)."""
+    if db.is_postgres and not job.depends_on:
+        statement, params, values = _one_statement(job)
+        await db.scalar(statement, params)
+        return public_row_of_columns(values)
+    return public_row(await db.in_transaction(lambda session: enqueue_job(session, job)))
+
+
 _UNSET_COLUMNS = {column.name: None for column in Job.__table__.c if column.name != "seq"}
-
-
-_NOTIFY = text("SELECT pg_notify(:channel, '')")
-
-
-def notify_workers(engine: Engine) -> None:
-    """Wake idle dispatchers (LISTEN on NOTIFY_CHANNEL) after new jobs were committed; nothing on SQLite.
-
-    Sent on its own, on a connection that does not wait for the WAL flush. Postgres holds one cluster-wide lock
-    from a notifying transaction's commit until its flush is done, so a NOTIFY inside each create's insert made
-    every create wait for the previous one's flush: 460-510 against 690-1,020 creates/s without it (50 clients,
-    same run). A notice lost in a crash costs only a poll interval (dispatchers also wake on a timer)."""
-    if engine.dialect.name != "postgresql":
-        return
-    with autocommit_engine(engine, durable=False).connect() as connection:
-        connection.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL})
 
 
 def claim_jobs(sessions: SessionFactory, worker_id: str, lease_seconds: float, limit: int = 1) -> list[ClaimedJob]:

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.api.deps import AppContext, ContextDep, CurrentProject, SessionDep
+from services.api.deps import AppContext, CurrentProject, SessionDep
 from services.api.errors import ApiError, bad_request, not_found
 from services.api.job_requests import body_hash, build_new_job
 from services.api.schemas import (
@@ -20,12 +20,14 @@ from services.api.schemas import (
     JobPublic,
     ListPublic,
     MetricPublic,
+    job_json,
     jobs_page_json,
 )
 from services.store import jobs as job_store
+from services.store.jobs import JobRow, public_row
 from services.store.lifecycle import InvalidTransition
-from services.store.models import JOB_STATUSES, Job, Project, new_id
-from services.store.queue import DependencyFailed, NewJob, enqueue_job, notify_workers
+from services.store.models import JOB_STATUSES, Job, new_id
+from services.store.queue import DependencyFailed, enqueue_and_commit
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning jobs"])
 
@@ -36,6 +38,10 @@ def _json(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
 
+def _job_response(row: JobRow) -> Response:
+    return Response(job_json(row), media_type="application/json")
+
+
 def _job_or_404(session: Session, project_id: str, job_id: str) -> Job:
     job = job_store.get_job(session, project_id, job_id)
     if job is None:
@@ -43,57 +49,40 @@ def _job_or_404(session: Session, project_id: str, job_id: str) -> Job:
     return job
 
 
-def _replay(existing: Job, digest: str) -> JobPublic:
-    if existing.idempotency_hash != digest:
+def _replay(existing: tuple[JobRow, str], digest: str) -> Response:
+    row, created_with = existing
+    if created_with != digest:
         raise ApiError(409, "This Idempotency-Key was already used with a different request body",
                        param="Idempotency-Key", code="idempotency_key_reused")
-    return JobPublic.from_row(existing)
+    return _job_response(row)
 
 
+# The hot routes (create, list, retrieve) are `async def` on the async database: no trip through the thread pool
+# and no SQLAlchemy execution layer per statement (see services.store.async_db).
 @router.post("", response_model=JobPublic)
-def create_job(body: JobCreate, context: ContextDep, project: CurrentProject,
-               idempotency_key: Annotated[str | None, Header(max_length=300)] = None) -> Response:
-    # Autocommit: the checks read outside a transaction (as READ COMMITTED would have them anyway) and the job is
-    # one self-committing statement, unless it waits on other jobs (see _insert).
-    with context.open_session(autocommit=True) as session:
-        return _create_job(session, context, project, body, idempotency_key)
-
-
-def _create_job(session: Session, context: AppContext, project: Project, body: JobCreate,
-                idempotency_key: str | None) -> Response:
+async def create_job(body: JobCreate, request: Request, project: CurrentProject,
+                     idempotency_key: Annotated[str | None, Header(max_length=300)] = None) -> Response:
+    context: AppContext = request.app.state.alignd
+    db = context.db
     digest = body_hash(body.model_dump(mode="json", exclude_unset=True)) if idempotency_key else None
     if idempotency_key:
-        existing = job_store.get_job_by_idempotency_key(session, project.id, idempotency_key)
+        existing = await job_store.public_job_by_idempotency_key(db, project.id, idempotency_key)
         if existing is not None:
-            return _json(_replay(existing, digest))
-    new_job = build_new_job(session, project, body, new_id("ftjob"))
+            return _replay(existing, digest)
+    new_job = await build_new_job(db, project, body, new_id("ftjob"))
     new_job.idempotency_key, new_job.idempotency_hash = idempotency_key, digest
     try:
-        job = _insert(session, context, new_job)
+        row = await enqueue_and_commit(db, new_job)
     except DependencyFailed as error:
-        session.rollback()
         raise bad_request(str(error), "model", code="dependency_failed") from None
     except IntegrityError:
-        session.rollback()
-        existing = job_store.get_job_by_idempotency_key(session, project.id, idempotency_key) if idempotency_key \
-            else None
+        existing = await job_store.public_job_by_idempotency_key(db, project.id, idempotency_key) \
+            if idempotency_key else None
         if existing is None:
             raise
-        return _json(_replay(existing, digest))
-    return _json(JobPublic.from_row(job))
-
-
-def _insert(session: Session, context: AppContext, new_job: NewJob) -> Job:
-    """Enqueue: one self-committing statement on Postgres when the job waits on no other job; a transaction
-    otherwise (several statements), and always on SQLite (whose session is already a transaction)."""
-    if new_job.depends_on and context.read_sessions is not None:
-        with context.sessions.begin() as transaction:
-            job = enqueue_job(transaction, new_job)
-    else:
-        job = enqueue_job(session, new_job)
-        session.commit()
-    notify_workers(context.engine)
-    return job
+        return _replay(existing, digest)
+    db.notify_workers()
+    return _job_response(row)
 
 
 def _metadata_filter(request: Request, raw: str | None) -> dict[str, str] | None:
@@ -112,47 +101,48 @@ def _metadata_filter(request: Request, raw: str | None) -> dict[str, str] | None
 
 
 @router.get("", response_model=ListPublic)
-def list_jobs(request: Request, context: ContextDep, project: CurrentProject, after: str | None = None,
-              limit: int = Query(20, ge=1, le=1000), status: str | None = None,
-              metadata: str | None = Query(None, description='JSON object, e.g. {"team":"nlp"}')) -> Response:
+async def list_jobs(request: Request, project: CurrentProject, after: str | None = None,
+                    limit: int = Query(20, ge=1, le=1000), status: str | None = None,
+                    metadata: str | None = Query(None, description='JSON object, e.g. {"team":"nlp"}')) -> Response:
     if status is not None and status not in JOB_STATUSES:
         raise bad_request(f"status must be one of {list(JOB_STATUSES)}", "status")
     metadata_filter = _metadata_filter(request, metadata)
-    with context.open_session(autocommit=True) as session:
-        rows, has_more = job_store.list_jobs(session, project.id, after=after, limit=limit, status=status,
-                                             metadata=metadata_filter)
+    rows, has_more = await job_store.list_jobs(request.app.state.alignd.db, project.id, after=after, limit=limit,
+                                               status=status, metadata=metadata_filter)
     return Response(jobs_page_json(rows, has_more), media_type="application/json")
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def retrieve_job(job_id: str, context: ContextDep, project: CurrentProject) -> Response:
-    with context.open_session(autocommit=True) as session:
-        return _json(JobPublic.from_row(_job_or_404(session, project.id, job_id)))
+async def retrieve_job(job_id: str, request: Request, project: CurrentProject) -> Response:
+    row = await job_store.public_job(request.app.state.alignd.db, project.id, job_id)
+    if row is None:
+        raise not_found("job", job_id)
+    return _job_response(row)
 
 
-def _transition(session: Session, project_id: str, job_id: str, change) -> JobPublic:
+def _transition(session: Session, project_id: str, job_id: str, change) -> Response:
     job = _job_or_404(session, project_id, job_id)
     try:
         change(session, job)
     except InvalidTransition as error:
         raise ApiError(409, str(error), code="invalid_state") from None
     session.commit()
-    return JobPublic.from_row(job)
+    return _job_response(public_row(job))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
 def cancel_job(job_id: str, session: SessionDep, project: CurrentProject) -> Response:
-    return _json(_transition(session, project.id, job_id, job_store.request_cancel))
+    return _transition(session, project.id, job_id, job_store.request_cancel)
 
 
 @router.post("/{job_id}/pause", response_model=JobPublic)
 def pause_job(job_id: str, session: SessionDep, project: CurrentProject) -> Response:
-    return _json(_transition(session, project.id, job_id, job_store.request_pause))
+    return _transition(session, project.id, job_id, job_store.request_pause)
 
 
 @router.post("/{job_id}/resume", response_model=JobPublic)
 def resume_job(job_id: str, session: SessionDep, project: CurrentProject) -> Response:
-    return _json(_transition(session, project.id, job_id, job_store.resume_job))
+    return _transition(session, project.id, job_id, job_store.resume_job)
 
 
 def _cursor(value: str | None, prefix: str, param: str = "after") -> int | None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from services.api.deps import ContextDep, CurrentProject, SessionDep
 from services.api.errors import ApiError, bad_request, not_found
@@ -13,7 +14,7 @@ from services.api.job_requests import ModelReferences, build_new_job
 from services.api.schemas import JobCreate, PipelineCreate, PipelinePublic, PipelineStage
 from services.store import jobs as job_store
 from services.store.models import new_id
-from services.store.queue import enqueue_jobs, notify_workers
+from services.store.queue import enqueue_jobs
 
 router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"])
 
@@ -50,8 +51,7 @@ def _stage_body(stage: PipelineStage, index: int, model: str, reward_model: str 
 
 
 @router.post("", response_model=PipelinePublic)
-def create_pipeline(body: PipelineCreate, session: SessionDep, project: CurrentProject,
-                    context: ContextDep) -> PipelinePublic:
+async def create_pipeline(body: PipelineCreate, project: CurrentProject, context: ContextDep) -> PipelinePublic:
     pipeline_id = new_id("pipe")
     pending: dict[str, str] = {}
     policy, reward_model = body.model, None
@@ -59,8 +59,8 @@ def create_pipeline(body: PipelineCreate, session: SessionDep, project: CurrentP
     for index, stage in enumerate(body.stages):
         job_body = _stage_body(stage, index, stage.model or policy, reward_model, body)
         try:
-            new_job = build_new_job(session, project, job_body, new_id("ftjob"), ModelReferences(session, project,
-                                                                                                  pending))
+            new_job = await build_new_job(context.db, project, job_body, new_id("ftjob"),
+                                          ModelReferences(context.db, project, pending))
         except ApiError as error:
             error.param = f"stages[{index}].{error.param}" if error.param else f"stages[{index}]"
             error.message = f"stages[{index}]: {error.message}"
@@ -72,12 +72,17 @@ def create_pipeline(body: PipelineCreate, session: SessionDep, project: CurrentP
             reward_model = new_job.output_model
         else:
             policy = new_job.output_model
-    job_ids = enqueue_jobs(session, new_jobs)
-    row = job_store.add_pipeline(session, pipeline_id=pipeline_id, project_id=project.id, name=body.name,
-                                 request=body.model_dump(mode="json"), job_ids=job_ids, metadata=body.metadata)
-    session.commit()
-    notify_workers(context.engine)
-    return PipelinePublic.from_row(row, job_store.jobs_by_ids(session, job_ids))
+
+    def insert(session: Session) -> PipelinePublic:
+        job_ids = enqueue_jobs(session, new_jobs)
+        row = job_store.add_pipeline(session, pipeline_id=pipeline_id, project_id=project.id, name=body.name,
+                                     request=body.model_dump(mode="json"), job_ids=job_ids, metadata=body.metadata)
+        session.flush()
+        return PipelinePublic.from_row(row, job_store.jobs_by_ids(session, job_ids))
+
+    pipeline = await context.db.in_transaction(insert)
+    context.db.notify_workers()
+    return pipeline
 
 
 @router.get("/{pipeline_id}", response_model=PipelinePublic)
