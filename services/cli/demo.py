@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import typer
 
-from services.cli.rest_client import TERMINAL_STATUSES, AligndClient
+from services.cli.rest_client import TERMINAL_STATUSES, AligndClient, ApiRequestFailed
 
 # Small enough for < 10 minutes on a 2-core CPU, large enough that each stage visibly moves its metric.
 SHORT = {"max_length": 64, "max_prompt_length": 32}
@@ -194,6 +195,10 @@ def demo_command(
             finals = follow(client, jobs, timeout_minutes * 60)
         console.print(results_table(client, finals))
         console.print(f"total {time.monotonic() - started:.0f} s")
+    except (ApiRequestFailed, httpx.TransportError) as error:
+        # A wrong key or URL is the usual cause: say which server answered what, not a traceback.
+        console.print(f"[red]error:[/red] {url}: {error}", highlight=False)
+        raise typer.Exit(1) from None
     finally:
         if instance is not None:
             instance.stop()
