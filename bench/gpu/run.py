@@ -32,10 +32,13 @@ CASES: dict[str, Case] = {
     # DPO at 16 pairs per optimizer step: TRL's default micro-batch 8 accumulated twice, alignd 16 at once.
     "dpo_lora_8x2": Case("dpo_lora_8x2", "dpo", True, 8, 512, 2),
     "dpo_lora_16x1": Case("dpo_lora_16x1", "dpo", True, 16, 512, 1),
+    # Full fine-tuning at a micro-batch of 16 (the planner's estimate fits an 80 GB card twice over).
+    "sft_full_b16": Case("sft_full_b16", "supervised", False, 16, 1024),
 }
 # Which implementations each case measures; the first is the baseline the others are compared with.
 IMPLS: dict[str, tuple[str, ...]] = {
-    "sft_full": ("trl", "alignd", "stage"),
+    "sft_full": ("trl", "alignd", "stage", "stage_compile"),
+    "sft_full_b16": ("stage", "stage_compile"),
     "sft_lora": ("trl", "alignd", "alignd_compile", "stage"),
     "rm_lora": ("trl", "alignd", "stage"),
     "dpo_lora": ("trl", "alignd", "stage"),
@@ -44,7 +47,7 @@ IMPLS: dict[str, tuple[str, ...]] = {
     "sft_lora_b32": ("stage", "stage_cast", "stage_profile"),
     "dpo_lora_8x2": ("trl", "stage"),
     "dpo_lora_16x1": ("stage",),
-    "qlora_8b": ("plain_ckpt", "plain_nockpt", "alignd", "alignd_compile", "stage"),
+    "qlora_8b": ("plain_ckpt", "plain_nockpt", "alignd", "alignd_compile", "stage", "stage_bf16", "stage_profile"),
     "ppo_lora": ("trl112", "stage", "stage_m32", "stage_serve"),
 }
 SHAPE_OF = {"qlora_8b": "llama-8b", "ppo_lora": "llama-1b-v512"}
@@ -64,6 +67,15 @@ def run_variant(case_name: str, impl: str, ctx: dict) -> dict:
             return trl_cases.run_stage(case, ctx)
         if impl == "stage_profile":
             return trl_cases.run_stage(case, {**ctx, "profile": True})
+        if impl == "stage_compile":  # the stage with the trainer's torch_compile (whole model, default mode)
+            import alignment_core.stages.training_arguments as training_arguments
+
+            overrides = training_arguments.performance_overrides
+            training_arguments.performance_overrides = lambda spec, device: {
+                **overrides(spec, device),
+                "torch_compile": True,
+            }
+            return trl_cases.run_stage(case, ctx)
         if impl == "stage_cast":  # the stage before ed67e09: peft casts each adapter input to fp32
             import alignment_core.stages.trainer_run as trainer_run
 
