@@ -72,6 +72,7 @@ def test_inputs_are_checked_before_the_model_loads(tmp_path: Path, chat_file: Pa
     assert not (tmp_path / "home" / "models").exists()  # refused before even the tiny model was built
 
 
+@pytest.mark.slow
 def test_a_bom_file_trains_and_a_run_time_data_problem_is_one_message(tmp_path: Path, chat_file: Path) -> None:
     bom = tmp_path / "bom.jsonl"
     bom.write_bytes(b"\xef\xbb\xbf" + (json.dumps(CHAT) + "\r\n").encode() * 4)
