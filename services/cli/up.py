@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 
@@ -23,6 +24,11 @@ def up_command(
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    # Before Ray starts (tens of seconds): a taken port is then a one-line answer, not a traceback after the wait.
+    problem = _cannot_bind(host, port)
+    if problem:
+        typer.echo(f"error: cannot listen on {host}:{port} ({problem}); choose another with --port", err=True)
+        raise typer.Exit(1)
     instance = EmbeddedAlignd(settings.resolved_home, host=host, port=port, lease_seconds=settings.lease_seconds)
     stop_requested = threading.Event()
     _catch_stop_signals(stop_requested)  # also during start: a Ctrl-C there stops cleanly once started
@@ -43,6 +49,17 @@ def up_command(
         typer.echo("stopped" if clean else "stopped (Ray did not shut down in time; its processes were killed)")
     # Skip interpreter teardown: Ray's atexit hooks would call ray.shutdown again and can block just like above.
     _exit_now(0)
+
+
+def _cannot_bind(host: str, port: int) -> str | None:
+    """Why the API could not listen on host:port (e.g. the port is taken), or None when it can."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+            probe.bind((host, port))
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
 
 
 def _catch_stop_signals(stop_requested: threading.Event) -> None:
