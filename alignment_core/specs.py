@@ -114,7 +114,9 @@ class TrainingSpec(StrictModel):
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
-    seed: int = Field(42, description="Seeds data order, initialisation of new heads and sampling.")
+    # numpy's generator, which the trainers seed, takes 0 … 2**32 − 1.
+    seed: int = Field(42, ge=0, le=2**32 - 1,
+                      description="Seeds data order, initialisation of new heads and sampling.")
     logging_steps: int = Field(1, ge=1)
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (None: at the end).")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (None: at the end).")

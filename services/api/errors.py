@@ -64,6 +64,9 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"{param}: unknown field"
         elif kind == "json_invalid":
             message, param = "The request body is not valid JSON", None
+        elif tuple(first.get("loc", ())) == ("body",) and kind in ("model_attributes_type", "dict_type"):
+            # A form-encoded or plain-text body reaches validation as a string.
+            message, param = "The request body must be a JSON object (Content-Type: application/json)", None
         else:
             message = f"{param}: {first.get('msg', 'invalid value')}" if param else first.get("msg", "invalid request")
         return error_response(400, message, param=param, code="invalid_value" if kind != "missing" else "missing")

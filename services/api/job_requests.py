@@ -28,7 +28,7 @@ from alignment_core.specs import (
 )
 from services.api.errors import ApiError, bad_request
 from services.api.model_names import check_model_name
-from services.api.schemas import SEED_RANGE, JobCreate
+from services.api.schemas import JobCreate
 from services.settings import get_settings
 from services.store.async_db import AsyncDatabase
 from services.store.files import file_format
@@ -191,6 +191,12 @@ async def build_new_job(db: AsyncDatabase, project: Project, body: JobCreate, jo
             raise bad_request(f"method.type: '{method_type}' is not available yet; use one of "
                               f"{', '.join(IMPLEMENTED_METHODS)}", "method.type", code="method_not_available")
         raise bad_request(f"method.type: unknown method '{method_type}'", "method.type")
+    if body.integrations:
+        # Accepting and ignoring them would let a user wait for Weights & Biases runs that never appear.
+        kinds = sorted({str(item.get("type")) for item in body.integrations})
+        raise bad_request(f"integrations: alignd sends no integrations ({', '.join(kinds)}); leave the field out "
+                          "and follow the job at GET /v1/fine_tuning/jobs/{id}/metrics or on the dashboard",
+                          "integrations", code="integration_not_supported")
     hyper = settings.pop("hyperparameters", None) or {}
     if not isinstance(hyper, dict):
         raise bad_request(f"method.{method_type}.hyperparameters must be an object",
@@ -233,14 +239,13 @@ async def build_new_job(db: AsyncDatabase, project: Project, body: JobCreate, jo
         origins["training.seed"] = "seed"
     if body.spec:
         spec = _deep_merge(spec, body.spec)
+        await _resolve_overridden_models(spec, body.spec, references)
 
     validated = _validate_spec(spec, origins, body.spec)
     if multiplier is not None:
         validated = _validate_spec(_deep_merge(validated.model_dump(mode="json"), {
             "training": {"learning_rate": validated.training.learning_rate * multiplier}}), origins, None)
 
-    if not SEED_RANGE["ge"] <= validated.training.seed <= SEED_RANGE["le"]:
-        raise bad_request("spec.training.seed must fit in a signed 64-bit integer", "spec.training.seed")
     for index, file_id in enumerate(validated.data.train_files):
         await _check_file(db, project, file_id, method_type,
                           "training_file" if index == 0 else "spec.data.train_files")
@@ -256,6 +261,17 @@ async def build_new_job(db: AsyncDatabase, project: Project, body: JobCreate, jo
         max_attempts=body.max_attempts, depends_on=list(references.depends_on),
         output_model=output_model_name(model_name, body.suffix, job_id), package_versions=dict(package_versions()),
     )
+
+
+async def _resolve_overridden_models(spec: dict[str, Any], override: dict[str, Any],
+                                     references: ModelReferences) -> None:
+    """Model names a raw `spec` override sets get the same checks and chaining as the `model` field."""
+    model = override.get("model")
+    if isinstance(model, dict) and isinstance(model.get("name_or_path"), str):
+        spec["model"]["name_or_path"] = await references.resolve(model["name_or_path"], "spec.model.name_or_path")
+    reward = override.get("method", {}).get("reward") if isinstance(override.get("method"), dict) else None
+    if isinstance(reward, dict) and isinstance(reward.get("model"), str):
+        spec["method"]["reward"]["model"] = await references.resolve(reward["model"], "spec.method.reward.model")
 
 
 def _check_memory(spec: JobSpec) -> None:

@@ -13,9 +13,10 @@ from services.api.result_files import results_file_ids
 from services.store.jobs import JobRow, public_row
 from services.store.models import ApiKey, Checkpoint, File, Job, JobEvent, JobMetric, Pipeline, Project, RegisteredModel
 
-# Bounds of the jobs table's columns: a signed 64-bit seed, file ids of 64 characters, and 1,000 for the model
-# name and for the output name built from it (``ft:<model>:<suffix>:<job id>``).
-SEED_RANGE = {"ge": -(2**63), "le": 2**63 - 1}
+# The seed a trainer accepts (numpy's generator: 0 … 2**32 − 1, inside the jobs table's 64-bit column); file ids
+# of 64 characters, and 1,000 for the model name and for the output name built from it
+# (``ft:<model>:<suffix>:<job id>``).
+SEED_RANGE = {"ge": 0, "le": 2**32 - 1}
 MODEL_NAME_MAX = 800
 FILE_ID_MAX = 64
 

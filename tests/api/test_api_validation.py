@@ -91,6 +91,9 @@ BAD_BODIES = [
     ({"zero_stage": 5}, "zero_stage"),
     ({"spec": {"training": {"nonsense": True}}}, "spec.training.nonsense"),
     ({"seed": "abc"}, "seed"),
+    ({"seed": 2**40}, "seed"),  # the trainers' generator takes 0 … 2**32 - 1: refused here, not at run time
+    ({"seed": -1}, "seed"),
+    ({"integrations": [{"type": "wandb", "wandb": {"project": "p"}}]}, "integrations"),
     ({"metadata": {"k": 1}}, "metadata.k"),
 ]
 
@@ -142,6 +145,7 @@ def test_protocol_errors_keep_the_error_shape(server, project_key):
         for response, status in [
             (client.post("/v1/fine_tuning/jobs", content=b"{oops", headers={"content-type": "application/json"}), 400),
             (client.get("/v1/no/such/route"), 404),
+            (client.post("/v1/fine_tuning/jobs", data={"model": "alignd-tiny"}), 400),  # form-encoded, not JSON
             (client.delete("/v1/fine_tuning/jobs"), 405),
             (client.get("/v1/fine_tuning/jobs", params={"limit": "many"}), 400),
             (client.get("/v1/fine_tuning/jobs", params={"status": "sleeping"}), 400),
@@ -150,6 +154,8 @@ def test_protocol_errors_keep_the_error_shape(server, project_key):
         ]:
             assert response.status_code == status, response.text
             assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+        form = client.post("/v1/fine_tuning/jobs", data={"model": "alignd-tiny"}).json()["error"]
+        assert "Content-Type: application/json" in form["message"], form
         assert client.get("/healthz").json() == {"status": "ok"}
         assert client.get("/readyz").status_code == 200
         assert client.get("/docs").status_code == 200 and client.get("/openapi.json").status_code == 200
@@ -185,7 +191,8 @@ def test_a_model_that_cannot_load_is_refused_at_create(server, project_key, file
     """The tests run with HF_HUB_OFFLINE=1: a hub id that is not in the cache cannot load either."""
     with server.client(project_key) as client:
         for body, param in [({"model": model}, "model"),
-                            ({"method": {"type": "ppo", "ppo": {"reward_model": model}}}, "method.ppo.reward_model")]:
+                            ({"method": {"type": "ppo", "ppo": {"reward_model": model}}}, "method.ppo.reward_model"),
+                            ({"spec": {"model": {"name_or_path": model}}}, "spec.model.name_or_path")]:
             response, queued = _create(client, {"model": "alignd-tiny", "training_file": files["sft"], **body})
             assert response.status_code == 400 and queued == 0, response.text
             error = response.json()["error"]
