@@ -1,10 +1,11 @@
 """Server CPU per request, without the network: create-job and list-jobs driven through the ASGI app in-process.
 
 Usage: .venv/bin/python -m bench.queue.api_cpu [--requests 2000] [--baseline REF] [--rounds 3]
-One request at a time (no queueing, no client on the same cores), so the number is the app's own cost:
-FastAPI, our handlers, SQLAlchemy and psycopg, in the event-loop thread and the handler threads together. It
-moves far less with other users' load than the HTTP benchmark (api_latency.py) does. `--baseline REF` runs the
-code of git revision REF too, alternating with the working tree, each on a fresh Postgres database.
+One request at a time (no queueing, no client on the same cores), on uvloop as uvicorn runs the app, so the
+number is the app's own cost: FastAPI, our handlers, SQLAlchemy and psycopg, in the event-loop thread and the
+handler threads together. It moves far less with other users' load than the HTTP benchmark (api_latency.py).
+`--baseline REF` runs the code of git revision REF too, alternating with the working tree, each on a fresh
+Postgres database.
 """
 
 from __future__ import annotations
@@ -86,7 +87,11 @@ def _measure_in_process(database_url: str, requests: int) -> dict[str, float]:
                 results[f"{name}_wall_ms"] = round((time.perf_counter() - wall) / requests * 1000, 3)
             return results
 
-    return asyncio.run(main())
+    try:  # the loop uvicorn serves on when uvloop is installed (its default, loop="auto")
+        import uvloop
+    except ImportError:
+        return asyncio.run(main())
+    return uvloop.run(main())
 
 
 def _run_child(source: Path, requests: int) -> dict[str, float]:

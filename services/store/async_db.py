@@ -9,6 +9,7 @@ statements on the sync engine in a worker thread, so both backends share every q
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable
@@ -17,7 +18,8 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio.to_thread
-from sqlalchemy import Engine
+from pydantic_core import to_json
+from sqlalchemy import JSON, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
@@ -30,9 +32,10 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class _Compiled:
-    """A statement's SQL for psycopg, the values of its literal binds and its bind processors (JSON, booleans)."""
+    """A statement's SQL for psycopg (bytes: psycopg caches the converted query by it), the values of its literal
+    binds and its bind processors (JSON, booleans)."""
 
-    sql: str
+    sql: bytes
     defaults: dict[str, Any]
     processors: dict[str, Callable[[Any], Any]]
 
@@ -44,27 +47,28 @@ class _Compiled:
         return values
 
 
+def _json_text(value: Any) -> str:
+    # The compiled SQL casts the parameter (``%(spec)s::JSONB``), so JSON travels as text; None is JSON null, as
+    # SQLAlchemy writes it in these columns.
+    return to_json(value).decode()
+
+
 class AsyncDatabase:
     """Runs Core statements for async route handlers; open() and close() in the app's lifespan."""
 
     def __init__(self, engine: Engine, sessions: SessionFactory, pool_size: int = 10):
         self.engine, self.sessions, self.pool_size = engine, sessions, pool_size
         self.is_postgres = engine.dialect.name == "postgresql"
-        self._pool: Any = None
+        self._pool: _ConnectionPool | None = None
         self._compiled: dict[Executable, _Compiled] = {}
         self._notifier: _Notifier | None = None
 
     async def open(self) -> None:
         if not self.is_postgres:
             return
-        from psycopg_pool import AsyncConnectionPool
-
         conninfo = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        # Autocommit: each statement commits itself (one round trip). psycopg prepares a statement server-side
-        # after its 5th use on a connection, so the hot queries skip parsing and planning from then on.
-        self._pool = AsyncConnectionPool(conninfo, min_size=min(4, self.pool_size), max_size=self.pool_size,
-                                         kwargs={"autocommit": True}, open=False, name="alignd-api")
-        await self._pool.open(wait=True, timeout=30)
+        self._pool = _ConnectionPool(conninfo, self.pool_size)
+        await self._pool.release(await self._pool.acquire())  # fail at start-up, not at the first request
         self._notifier = _Notifier(conninfo)
 
     async def close(self) -> None:
@@ -80,12 +84,13 @@ class AsyncDatabase:
             result = statement.compile(dialect=dialect)
             processors = {}
             for name, bind in result.binds.items():
-                process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                impl = bind.type.dialect_impl(dialect)
+                process = _json_text if isinstance(impl, JSON) else impl.bind_processor(dialect)
                 if process is not None:
                     processors[name] = process
             defaults = {name: bind.value for name, bind in result.binds.items()
                         if not bind.required and bind.value is not None}
-            compiled = self._compiled[statement] = _Compiled(result.string, defaults, processors)
+            compiled = self._compiled[statement] = _Compiled(result.string.encode(), defaults, processors)
         return compiled
 
     async def rows(self, statement: Executable, params: dict[str, Any]) -> list[tuple]:
@@ -94,12 +99,15 @@ class AsyncDatabase:
             return await anyio.to_thread.run_sync(self._rows_in_thread, statement, params)
         compiled = self._compile(statement)
         values = compiled.parameters(params)
+        connection = await self._pool.acquire()
         try:
-            async with self._pool.connection() as connection:
-                cursor = await connection.execute(compiled.sql, values)
-                return await cursor.fetchall() if cursor.description is not None else []
+            cursor = connection.cursor
+            await cursor.execute(compiled.sql, values)
+            return await cursor.fetchall()  # every statement run here returns rows
         except Exception as error:
-            raise _as_sqlalchemy_error(error, compiled.sql, values) from error
+            raise _as_sqlalchemy_error(error, compiled.sql.decode(), values) from error
+        finally:
+            await self._pool.release(connection)
 
     async def row(self, statement: Executable, params: dict[str, Any]) -> tuple | None:
         rows = await self.rows(statement, params)
@@ -127,6 +135,89 @@ class AsyncDatabase:
         notice goes out from a background task, and requests that arrive while one is being sent share the next."""
         if self._notifier is not None:
             self._notifier.request()
+
+
+class _Connection:
+    """A pooled connection (autocommit: each statement commits itself, one round trip) and its one cursor.
+    psycopg prepares a statement server-side after its 5th use on a connection, so the hot queries skip parsing
+    and planning from then on."""
+
+    def __init__(self, connection: Any):
+        self.connection, self.cursor = connection, connection.cursor()
+
+    @property
+    def reusable(self) -> bool:
+        from psycopg.pq import TransactionStatus
+
+        return not self.connection.closed and self.connection.info.transaction_status == TransactionStatus.IDLE
+
+
+class _ConnectionPool:
+    """At most `size` connections, idle ones reused last-in first-out; one that broke is closed on return and a
+    waiting request opens a new one. Smaller than psycopg_pool (not a dependency of alignd) and, with no
+    background tasks or health checks, cheaper per checkout: a request costs two list operations."""
+
+    def __init__(self, conninfo: str, size: int):
+        self._conninfo, self._size = conninfo, size
+        self._idle: list[_Connection] = []
+        self._open = 0
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    async def acquire(self) -> _Connection:
+        if self._idle:
+            return self._idle.pop()
+        if self._open >= self._size:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                handed = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():  # handed something just before the cancel
+                    if waiter.result() is not None:
+                        await self.release(waiter.result())
+                    else:
+                        self._open -= 1
+                        self._hand_on(None)
+                raise
+            if handed is not None:
+                return handed
+        else:  # a slot of a closed connection was handed on as None: open one in it
+            self._open += 1
+        try:
+            import psycopg
+
+            return _Connection(await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True))
+        except BaseException:
+            self._open -= 1
+            self._hand_on(None)
+            raise
+
+    async def release(self, connection: _Connection) -> None:
+        if connection.reusable:
+            if not self._hand_on(connection):
+                self._idle.append(connection)
+            return
+        self._open -= 1
+        self._hand_on(None)
+        with contextlib.suppress(Exception):
+            await connection.connection.close()
+
+    def _hand_on(self, connection: _Connection | None) -> bool:
+        """Give a waiting request this connection (or, None, the right to open one); False if nobody waits."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                if connection is None:
+                    self._open += 1
+                waiter.set_result(connection)
+                return True
+        return False
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            self._open -= 1
+            await connection.connection.close()
 
 
 def _as_sqlalchemy_error(error: Exception, sql: str, params: dict[str, Any]) -> Exception:
