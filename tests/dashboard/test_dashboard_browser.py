@@ -256,3 +256,36 @@ def test_dashboard_fits_the_window_and_stops_polling_an_unknown_job(server: dict
             assert len(missing) == 4, missing  # one round: the job, its metrics, events and checkpoints
         finally:
             browser.close()
+
+
+def test_jobs_list_shows_more_than_a_page_on_request(server: dict, running_job: dict, tmp_path: Path) -> None:
+    """Past 100 jobs the list says so and a button shows the next hundred (oldest jobs stay reachable)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
+        for index in range(101):
+            created = client.post("/v1/fine_tuning/jobs", json={
+                "model": "alignd-tiny", "training_file": running_job["sft_file"], "suffix": f"bulk-{index}"})
+            assert created.status_code == 200, created.text
+        total = len(client.get("/v1/fine_tuning/jobs", params={"limit": 1000}).json()["data"])
+    assert 100 < total <= 200
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(10_000)
+            page.goto(f"{server['url']}/dashboard")
+            page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
+            page.reload()
+            rows = page.locator("#jobs-table tbody tr")
+            expect(rows).to_have_count(100)
+            expect(page.locator(".summary")).to_contain_text("newest 100 shown")
+            page.click("#jobs-more")
+            expect(rows).to_have_count(total)
+            expect(page.locator("#jobs-more")).to_be_hidden()
+            expect(page.locator(f"tr[data-job-id='{running_job['id']}']")).to_have_count(1)  # the oldest job
+        finally:
+            browser.close()

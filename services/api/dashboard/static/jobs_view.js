@@ -3,6 +3,9 @@
 import {jobsApi} from "./api.js";
 import {ACTIVE_STATUSES, el, formatAge, formatDuration, formatTime, replaceChildren, statusBadge} from "./dom.js";
 
+const PAGE = 100;
+const MAX_LIMIT = 1000;
+
 /**
  * Fraction done in [0, 1], or null when unknown (drawn as an indeterminate bar). The job view knows the
  * last reported step; against the spec's max_steps that gives the fraction.
@@ -63,13 +66,21 @@ export function jobsView() {
     el("h3", null, "No jobs yet"),
     el("p", {class: "muted"}, "Submit one with the CLI, the REST API or any OpenAI fine-tuning client:"),
     el("pre", {class: "code"}, "alignd demo --url " + window.location.origin + " --api-key $ALIGND_API_KEY"));
+  // The API pages at most 1000 jobs per call; the list grows by PAGE on request and polls that many.
+  let limit = PAGE;
+  const more = el("button", {class: "btn btn-ghost", type: "button", id: "jobs-more", hidden: true,
+    onclick: async () => {
+      limit = Math.min(limit + PAGE, MAX_LIMIT);
+      more.disabled = true;
+      try { await refresh(); } finally { more.disabled = false; }
+    }}, `Show ${PAGE} more`);
   const root = el("div", null,
     el("div", {class: "page-head"}, el("h1", null, "Fine-tuning jobs"), summary),
-    el("div", {class: "card"}, table, empty));
+    el("div", {class: "card"}, table, empty), el("div", {class: "list-more"}, more));
   let jobs = [];
 
   async function refresh() {
-    const page = await jobsApi.list();
+    const page = await jobsApi.list({limit});
     jobs = page.data || [];
     replaceChildren(body, jobs.map(jobRow));
     empty.hidden = jobs.length > 0;
@@ -79,6 +90,7 @@ export function jobsView() {
     replaceChildren(summary, Object.entries(counts).map(([status, n]) =>
       el("span", {class: "summary-item"}, statusBadge(status), el("b", null, n))),
     page.has_more ? el("span", {class: "muted small"}, `newest ${jobs.length} shown`) : null);
+    more.hidden = !page.has_more || limit >= MAX_LIMIT;
   }
 
   return {root, refresh, live: () => jobs.some((j) => ACTIVE_STATUSES.has(j.status))};
