@@ -106,8 +106,9 @@ def _list_jobs_statement(with_status: bool, with_after: bool, metadata_keys: tup
     if with_after:
         cursor = select(jobs.c.seq).where(jobs.c.id == bindparam("after"),
                                           jobs.c.project_id == bindparam("project_id")).scalar_subquery()
-        # An unknown cursor pages from the start, as a missing one does.
-        page = page.where(jobs.c.seq < func.coalesce(cursor, 2**62))
+        # An unknown cursor gives an empty page (the route then says so): paging from the start again would send
+        # a client that holds a stale cursor round in circles.
+        page = page.where(jobs.c.seq < func.coalesce(cursor, -1))
     page = page.order_by(jobs.c.seq.desc()).limit(bindparam("limit")).subquery("page")
     return select(*_public_columns(page)).order_by(page.c.seq.desc())
 

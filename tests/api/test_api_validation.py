@@ -149,6 +149,7 @@ def test_protocol_errors_keep_the_error_shape(server, project_key):
             (client.delete("/v1/fine_tuning/jobs"), 405),
             (client.get("/v1/fine_tuning/jobs", params={"limit": "many"}), 400),
             (client.get("/v1/fine_tuning/jobs", params={"status": "sleeping"}), 400),
+            (client.get("/v1/fine_tuning/jobs", params={"after": "ftjob-bogus"}), 400),  # a stale cursor, not page 1
             (client.get("/v1/fine_tuning/jobs/ftjob-x/events", params={"after": "zzz"}), 404),
             (client.post("/v1/fine_tuning/jobs/ftjob-x/cancel"), 404),
         ]:

@@ -109,6 +109,10 @@ async def list_jobs(request: Request, project: CurrentProject, after: str | None
     metadata_filter = _metadata_filter(request, metadata)
     rows, has_more = await job_store.list_jobs(request.app.state.alignd.db, project.id, after=after, limit=limit,
                                                status=status, metadata=metadata_filter)
+    if not rows and after is not None and await job_store.public_job(request.app.state.alignd.db, project.id,
+                                                                     after) is None:
+        raise bad_request(f"after: no job '{after}' in this project (a cursor is the id of a listed job)", "after",
+                          code="invalid_cursor")
     return Response(jobs_page_json(rows, has_more), media_type="application/json")
 
 
