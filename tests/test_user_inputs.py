@@ -90,15 +90,27 @@ def test_tool_calls_train_with_their_tools_and_no_none_text(tmp_path, tokenizer)
     rows = load_training_rows(DataSpec(train_files=[path]), "supervised", seed=0).train
     assert rows[0]["tools"] == TOOL_CHAT["tools"]
     assert rows[0]["messages"][1]["content"] == "" and rows[0]["messages"][1]["tool_calls"]
-    # A template that renders tools sees them (the tiny model's own template ignores them).
+
+    # The tiny model's template knows nothing of tools: the call is trained as text, not as an empty turn.
+    kept, _ = tokenize_rows(tokenizer, rows, DataSpec(train_files=[path]), "sft")
+    trained = tokenizer.decode([t for t in kept[0]["labels"] if t != -100])
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    assert trained == call + tokenizer.eos_token + "It is 20 C." + tokenizer.eos_token
+    assert "None" not in tokenizer.decode(kept[0]["input_ids"])
+
+    # A template that renders tools and tool calls gets both as they are.
     tool_tokenizer = type(tokenizer).from_pretrained(tokenizer.name_or_path)
-    tool_tokenizer.chat_template = "{% if tools %}<|system|>TOOLS {{ tools | length }}<|end|>{% endif %}" + \
-        tokenizer.chat_template
+    tool_tokenizer.chat_template = (
+        "{% if tools %}<|system|>TOOLS {{ tools | length }}<|end|>{% endif %}"
+        "{% for message in messages %}{% if message['role'] == 'assistant' %}<|assistant|>{% generation %}"
+        "{% for call in message.get('tool_calls') or [] %}CALL {{ call.function.name }}{% endfor %}"
+        "{{ message['content'] }}<|eos|>{% endgeneration %}"
+        "{% else %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
     kept, _ = tokenize_rows(tool_tokenizer, rows, DataSpec(train_files=[path]), "sft")
-    text = tool_tokenizer.decode(kept[0]["input_ids"])
-    assert text.startswith("<|system|>TOOLS 1") and "None" not in text
+    assert tool_tokenizer.decode(kept[0]["input_ids"]).startswith("<|system|>TOOLS 1")
     trained = tool_tokenizer.decode([t for t in kept[0]["labels"] if t != -100])
-    assert "It is 20 C." in trained and "TOOLS" not in trained
+    assert trained == "CALL get_weather" + tokenizer.eos_token + "It is 20 C." + tokenizer.eos_token
 
 
 def test_openai_function_calling_becomes_tool_calls(tmp_path):

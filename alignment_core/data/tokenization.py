@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from alignment_core.data.chat import Messages
+from alignment_core.data.chat import Messages, template_renders_tool_calls, tool_calls_as_text
 from alignment_core.data.filters import within_length
 from alignment_core.specs import DataSpec
 
@@ -95,7 +95,10 @@ def truncate_masked(input_ids: list[int], mask: list[int], max_length: int,
 
 def tokenize_sft_row(tokenizer: Any, row: dict, data: DataSpec) -> dict[str, list[int]] | str:
     """``{"input_ids", "labels"}`` for one messages row, or the reason it is dropped."""
-    input_ids, mask = assistant_loss_mask(tokenizer, row["messages"], row.get("tools"))
+    messages = row["messages"]
+    if any(message.get("tool_calls") for message in messages) and not template_renders_tool_calls(tokenizer):
+        messages = [tool_calls_as_text(message) for message in messages]
+    input_ids, mask = assistant_loss_mask(tokenizer, messages, row.get("tools"))
     if not within_length(len(input_ids), data.filters.min_length, data.filters.max_length):
         return "length_filter"
     if 1 not in mask:
