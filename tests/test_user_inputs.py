@@ -156,7 +156,7 @@ def test_trl_pairs_without_a_prompt_use_the_shared_part(tmp_path, tokenizer):
     assert "nothing after" in str(rejection(write_lines(tmp_path / "same.jsonl", [same])))
 
 
-def test_openai_dpo_rows_keep_their_prompt_and_refuse_a_missing_side(tmp_path):
+def test_openai_dpo_rows_keep_their_prompt_and_refuse_a_missing_side(tmp_path, tokenizer):
     record = {"input": {"messages": [{"role": "user", "content": "Hi"}], "tools": [], "parallel_tool_calls": True},
               "preferred_output": [{"role": "assistant", "content": "Hello!"}],
               "non_preferred_output": [{"role": "assistant", "content": "Go away"}]}
@@ -165,6 +165,13 @@ def test_openai_dpo_rows_keep_their_prompt_and_refuse_a_missing_side(tmp_path):
     assert row == {"prompt": [{"role": "user", "content": "Hi"}],
                    "chosen": [{"role": "assistant", "content": "Hello!"}],
                    "rejected": [{"role": "assistant", "content": "Go away"}]}
+    calling = {**record, "preferred_output": [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "greet", "arguments": "{}"}}]}]}
+    calling_path = write_lines(tmp_path / "calling.jsonl", [calling])
+    rows = load_training_rows(DataSpec(train_files=[calling_path]), "dpo", seed=0).train
+    kept, _ = tokenize_rows(tokenizer, rows, DataSpec(train_files=[calling_path]), "preference")
+    assert tokenizer.decode(kept[0]["chosen_ids"]) == (
+        '<tool_call>\n{"name": "greet", "arguments": {}}\n</tool_call>' + tokenizer.eos_token)
     broken = {key: value for key, value in record.items() if key != "non_preferred_output"}
     error = rejection(write_lines(tmp_path / "broken.jsonl", [record, broken]))
     assert error.line == 2 and error.field == "non_preferred_output"

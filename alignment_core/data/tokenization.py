@@ -93,12 +93,16 @@ def truncate_masked(input_ids: list[int], mask: list[int], max_length: int,
     return input_ids, mask
 
 
+def renderable(tokenizer: Any, messages: Messages) -> Messages:
+    """The messages, with tool calls written as text where the chat template would drop them."""
+    if any(message.get("tool_calls") for message in messages) and not template_renders_tool_calls(tokenizer):
+        return [tool_calls_as_text(message) for message in messages]
+    return messages
+
+
 def tokenize_sft_row(tokenizer: Any, row: dict, data: DataSpec) -> dict[str, list[int]] | str:
     """``{"input_ids", "labels"}`` for one messages row, or the reason it is dropped."""
-    messages = row["messages"]
-    if any(message.get("tool_calls") for message in messages) and not template_renders_tool_calls(tokenizer):
-        messages = [tool_calls_as_text(message) for message in messages]
-    input_ids, mask = assistant_loss_mask(tokenizer, messages, row.get("tools"))
+    input_ids, mask = assistant_loss_mask(tokenizer, renderable(tokenizer, row["messages"]), row.get("tools"))
     if not within_length(len(input_ids), data.filters.min_length, data.filters.max_length):
         return "length_filter"
     if 1 not in mask:
@@ -122,9 +126,10 @@ def completion_ids(tokenizer: Any, prompt_ids: list[int], prompt: Messages, comp
 
 def tokenize_preference_row(tokenizer: Any, row: dict, data: DataSpec) -> dict[str, Any] | str:
     """``{"prompt_ids", "chosen_ids", "rejected_ids"}`` (+ margin) for one row, or the drop reason."""
-    prompt_ids = render_ids(tokenizer, row["prompt"], add_generation_prompt=True)
-    chosen = completion_ids(tokenizer, prompt_ids, row["prompt"], row["chosen"])
-    rejected = completion_ids(tokenizer, prompt_ids, row["prompt"], row["rejected"])
+    prompt = renderable(tokenizer, row["prompt"])
+    prompt_ids = render_ids(tokenizer, prompt, add_generation_prompt=True)
+    chosen = completion_ids(tokenizer, prompt_ids, prompt, renderable(tokenizer, row["chosen"]))
+    rejected = completion_ids(tokenizer, prompt_ids, prompt, renderable(tokenizer, row["rejected"]))
     longest = len(prompt_ids) + max(len(chosen), len(rejected))
     if not within_length(longest, data.filters.min_length, data.filters.max_length):
         return "length_filter"
