@@ -32,7 +32,7 @@ from services.api.schemas import JobCreate
 from services.settings import get_settings
 from services.store.async_db import AsyncDatabase
 from services.store.files import file_format
-from services.store.jobs import find_job_by_output
+from services.store.jobs import find_job_by_output, model_registered
 from services.store.models import Project
 from services.store.queue import NewJob
 
@@ -157,6 +157,9 @@ class ModelReferences:
             raise bad_request(f"{param}: input job '{job.id}' is {job.status}", param, code="dependency_failed")
         if job.status != "succeeded":
             self._add(job.id)
+        elif job.fine_tuned_model and not await model_registered(self.db, self.project.id, job.fine_tuned_model):
+            raise ApiError(400, f"{param}: the model '{job.fine_tuned_model}' of job '{job.id}' was deleted",
+                           param=param, code="model_not_found")
         return job.fine_tuned_model or job.output_model
 
     def _add(self, job_id: str) -> None:

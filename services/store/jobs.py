@@ -238,6 +238,26 @@ def get_model(session: Session, project_id: str, model_id: str) -> RegisteredMod
     ).scalar_one_or_none()
 
 
+def jobs_using_model(session: Session, project_id: str, model_id: str) -> list[str]:
+    """Unfinished jobs of the project that name `model_id` as their model or their PPO reward model."""
+    unfinished = session.execute(select(Job.id, Job.spec).where(
+        Job.project_id == project_id, Job.status.in_(("validating_files", "queued", "running", "paused")))).all()
+    return [job_id for job_id, spec in unfinished
+            if model_id in (spec["model"]["name_or_path"], (spec["method"].get("reward") or {}).get("model"))]
+
+
+def delete_model(session: Session, row: RegisteredModel) -> None:
+    session.delete(row)
+
+
+_MODEL_REGISTERED = select(RegisteredModel.id).where(
+    RegisteredModel.project_id == bindparam("project_id"), RegisteredModel.id == bindparam("model"))
+
+
+async def model_registered(db: AsyncDatabase, project_id: str, model_id: str) -> bool:
+    return await db.row(_MODEL_REGISTERED, {"project_id": project_id, "model": model_id}) is not None
+
+
 def add_pipeline(session: Session, *, pipeline_id: str, project_id: str, name: str | None, request: dict[str, Any],
                  job_ids: list[str], metadata: dict[str, Any] | None) -> Pipeline:
     row = Pipeline(id=pipeline_id, project_id=project_id, name=name, request=request, job_ids=job_ids,

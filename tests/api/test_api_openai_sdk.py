@@ -68,8 +68,11 @@ def test_worker_progress_is_visible_through_the_sdk(server, sdk, demo_files):
     queue.record_checkpoint(server.sessions, job.id, 3, "/ckpt/3", {
         "loss": 1.0, "mean_token_accuracy": 0.5, "eval_loss": 1.25, "eval_mean_token_accuracy": 0.4, "grad_norm": 2.0})
     assert sdk.fine_tuning.jobs.retrieve(job.id).status == "running"
+    model_folder = server.storage_dir / "jobs" / job.id / "model"
+    model_folder.mkdir(parents=True)
+    (model_folder / "config.json").write_text("{}")
     model_id = queue.complete_job(server.sessions, job.id, "test-worker", result={"final_loss": 1.0},
-                                  trained_tokens=1234, model_path="/models/final")
+                                  trained_tokens=1234, model_path=str(model_folder))
 
     done = sdk.fine_tuning.jobs.retrieve(job.id)
     assert done.status == "succeeded" and done.fine_tuned_model == model_id and done.trained_tokens == 1234
@@ -100,6 +103,23 @@ def test_worker_progress_is_visible_through_the_sdk(server, sdk, demo_files):
     models = [model.id for model in sdk.models.list()]
     assert "alignd-tiny" in models and model_id in models
     assert sdk.models.retrieve(model_id).id == model_id
+
+    # Deleting the fine-tuned model: refused while an unfinished job uses it, then its name stops resolving.
+    follow_up = sdk.fine_tuning.jobs.create(model=model_id, training_file=uploaded.id)
+    with pytest.raises(openai.ConflictError, match=follow_up.id):
+        sdk.models.delete(model_id)
+    sdk.fine_tuning.jobs.cancel(follow_up.id)
+    deleted = sdk.models.delete(model_id)
+    assert (deleted.id, deleted.deleted) == (model_id, True) and not model_folder.exists()
+    assert model_id not in [model.id for model in sdk.models.list()]
+    with pytest.raises(openai.NotFoundError):
+        sdk.models.retrieve(model_id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.models.delete(model_id)
+    with pytest.raises(openai.BadRequestError, match="was deleted"):
+        sdk.fine_tuning.jobs.create(model=model_id, training_file=uploaded.id)
+    with pytest.raises(openai.BadRequestError, match="cannot be deleted"):
+        sdk.models.delete("alignd-tiny")
 
 
 def test_hyperparameters_block_reads_as_the_sdk_types_it(sdk, demo_files):
