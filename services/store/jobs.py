@@ -273,6 +273,20 @@ def get_pipeline(session: Session, project_id: str, pipeline_id: str) -> Pipelin
     ).scalar_one_or_none()
 
 
+def list_pipelines(session: Session, project_id: str, *, after: str | None = None,
+                   limit: int = DEFAULT_PAGE) -> tuple[list[Pipeline], bool] | None:
+    """Newest first; `after` is the id of the last pipeline of the previous page (None if it is not one of ours)."""
+    query = select(Pipeline).where(Pipeline.project_id == project_id)
+    if after is not None:
+        cursor = session.execute(select(Pipeline.seq).where(
+            Pipeline.project_id == project_id, Pipeline.id == after)).scalar_one_or_none()
+        if cursor is None:
+            return None
+        query = query.where(Pipeline.seq < cursor)
+    rows = list(session.execute(query.order_by(Pipeline.seq.desc()).limit(limit + 1)).scalars())
+    return rows[:limit], len(rows) > limit
+
+
 def jobs_by_ids(session: Session, job_ids: list[str]) -> list[Job]:
     rows = {job.id: job for job in session.execute(select(Job).where(Job.id.in_(job_ids))).scalars()}
     return [rows[job_id] for job_id in job_ids if job_id in rows]

@@ -52,6 +52,15 @@ def test_pipeline_sft_rm_ppo_runs_in_order(server, project_key):
         done = client.get(f"/v1/pipelines/{pipeline['id']}").json()
         assert done["status"] == "succeeded"
         assert client.get("/v1/pipelines/pipe-missing").status_code == 404
+        second = client.post("/v1/pipelines", json={
+            "model": "alignd-tiny", "stages": [{"method": "supervised", "training_file": sft}]}).json()
+        listed = client.get("/v1/pipelines", params={"limit": 1}).json()
+        assert [p["id"] for p in listed["data"]] == [second["id"]] and listed["has_more"] is True
+        assert listed["data"][0]["jobs"][0]["id"] == second["job_ids"][0]
+        rest = client.get("/v1/pipelines", params={"limit": 1, "after": second["id"]}).json()
+        assert [p["id"] for p in rest["data"]] == [pipeline["id"]] and rest["data"][0]["status"] == "succeeded"
+        stale = client.get("/v1/pipelines", params={"after": "pipe-gone"})
+        assert stale.status_code == 400 and stale.json()["error"]["param"] == "after"
 
 
 def test_chained_job_waits_and_fails_with_its_input(server, project_key):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from services.api.deps import ContextDep, CurrentProject, SessionDep
 from services.api.errors import ApiError, bad_request, not_found
 from services.api.job_requests import ModelReferences, build_new_job
-from services.api.schemas import JobCreate, PipelineCreate, PipelinePublic, PipelineStage
+from services.api.schemas import JobCreate, ListPublic, PipelineCreate, PipelinePublic, PipelineStage
 from services.store import jobs as job_store
 from services.store.models import new_id
 from services.store.queue import enqueue_jobs
@@ -83,6 +83,19 @@ async def create_pipeline(body: PipelineCreate, project: CurrentProject, context
     pipeline = await context.db.in_transaction(insert)
     context.db.notify_workers()
     return pipeline
+
+
+@router.get("", response_model=ListPublic)
+def list_pipelines(session: SessionDep, project: CurrentProject, after: str | None = None,
+                   limit: int = Query(20, ge=1, le=100)) -> ListPublic:
+    page = job_store.list_pipelines(session, project.id, after=after, limit=limit)
+    if page is None:
+        raise bad_request(f"after: no pipeline '{after}' in this project (a cursor is the id of a listed pipeline)",
+                          "after", code="invalid_cursor")
+    rows, has_more = page
+    jobs = {job.id: job for job in job_store.jobs_by_ids(session, [job_id for row in rows for job_id in row.job_ids])}
+    return ListPublic(data=[PipelinePublic.from_row(row, [jobs[job_id] for job_id in row.job_ids if job_id in jobs])
+                            for row in rows], has_more=has_more)
 
 
 @router.get("/{pipeline_id}", response_model=PipelinePublic)
