@@ -197,13 +197,12 @@ def merge_adapter_folder(folder: Path, target: str | Path) -> None:
 
 def _make_trainable(model: Any, spec: ModelSpec, kind: ModelKind) -> Any:
     if spec.quantization is not None:
-        from peft import prepare_model_for_kbit_training
+        from alignment_core.stages.performance import prepare_kbit_model, supports_bf16
 
-        model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=spec.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
+        # On a bf16 GPU the trainer autocasts to bf16: the frozen non-quantized weights stay bf16.
+        device = next(model.parameters()).device
+        keep = spec.quantization.compute_dtype == "bfloat16" and supports_bf16(device)
+        model = prepare_kbit_model(model, spec.gradient_checkpointing, keep_compute_dtype=keep)
         _disable_cpu_weight_repacking(model)
     elif spec.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -10,6 +10,11 @@ The same spec must give the same update with and without DeepSpeed (tests/core/t
   1.1B model the second loss was 9.59 against 8.50 (docs/benchmarks.md, run F).
 - The optimizer is the trainer's own: a DeepSpeed "optimizer" section makes the trainer hand it one flat
   parameter list, so weight decay also hit the norm weights and biases the trainer exempts.
+
+Gradient buckets: the integration's "auto" is hidden_size^2 elements (4.2M on the 1.1B model), ~260 reductions
+a step; 2e8 elements per bucket took 2 x H200 ZeRO-2 from 0.213 s to 0.168 s a step (docs/benchmarks.md,
+run I). Communicating the linears' gradients in bf16 (torch_autocast's lower_precision_safe_modules) was
+slower there (0.176 s: the casts into a second bucket cost more than the halved traffic), so fp32 it stays.
 """
 
 from __future__ import annotations
@@ -18,18 +23,39 @@ from typing import Any
 
 from alignment_core.specs import DistributionSpec
 
+# Gradient elements per reduction bucket (fp32: 800 MB; ZeRO keeps two buckets with overlap_comm).
+BUCKET_ELEMENTS = 200_000_000
+# Buckets shrink to a fifth of the trained parameters for small models (the buffers are allocated whole).
+BUCKETS_PER_MODEL = 5
+MIN_BUCKET_ELEMENTS = 1_000_000
 
-def deepspeed_config(distribution: DistributionSpec, mixed_precision: str | None) -> dict[str, Any] | None:
-    """A ZeRO 1/2/3 config dict, or None when zero_stage is 0; mixed_precision is 'bf16', 'fp16' or None."""
+
+def bucket_elements(trained_params: int | None) -> int | str:
+    """Elements per reduce / all-gather bucket for a model training `trained_params` parameters ("auto" if
+    unknown): a few large reductions a step instead of hundreds of small ones, even (NCCL's alignment)."""
+    if trained_params is None:
+        return "auto"
+    size = min(BUCKET_ELEMENTS, max(MIN_BUCKET_ELEMENTS, -(-trained_params // BUCKETS_PER_MODEL)))
+    return size + size % 2
+
+
+def deepspeed_config(
+    distribution: DistributionSpec, mixed_precision: str | None, trained_params: int | None = None
+) -> dict[str, Any] | None:
+    """A ZeRO 1/2/3 config dict, or None when zero_stage is 0; mixed_precision is 'bf16', 'fp16' or None;
+    `trained_params` (the parameters that get gradients) sizes the communication buckets."""
     stage = distribution.zero_stage
     if stage == 0:
         return None
+    bucket = bucket_elements(trained_params)
     zero: dict[str, Any] = {
         "stage": stage,
         "overlap_comm": True,
         "contiguous_gradients": True,
-        "reduce_bucket_size": "auto",
+        "reduce_bucket_size": bucket,
     }
+    if bucket != "auto":
+        zero["allgather_bucket_size"] = bucket
     if distribution.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": distribution.gpus_per_worker > 0}
     if stage == 3:

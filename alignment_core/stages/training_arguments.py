@@ -91,7 +91,7 @@ def trainer_config(config_class: type, spec: JobSpec, context: StageContext, dev
         "fp16": precision == "fp16",
         "use_cpu": getattr(device, "type", str(device)) == "cpu",
         "dataloader_num_workers": 0,
-        "deepspeed": deepspeed_config(spec.distribution, precision),
+        "deepspeed": deepspeed_config(spec.distribution, precision, trained_parameters(spec)),
     }
     if spec.model.gradient_checkpointing:
         arguments["activation_checkpointing_kwargs"] = {"use_reentrant": False}
@@ -100,6 +100,22 @@ def trainer_config(config_class: type, spec: JobSpec, context: StageContext, dev
     # Last: DeepSpeed's torch_autocast does the bf16 autocast, and the trainer's bf16 flag must not undo it.
     arguments.update(trainer_overrides(arguments["deepspeed"]))
     return config_class(**_for_installed_transformers(config_class, arguments))
+
+
+def trained_parameters(spec: JobSpec) -> int | None:
+    """Parameters that get gradients (all, or the adapters), read from the model's config; None without
+    DeepSpeed (nothing needs it) or when the config cannot be read."""
+    if spec.distribution.zero_stage == 0:
+        return None
+    from alignment_core.planning.model_shape import ModelConfigUnavailable, read_model_shape
+
+    kind = "sequence_scorer" if spec.method_type == "reward_model" else "causal_lm"
+    try:
+        shape = read_model_shape(spec.model.name_or_path, kind)
+    except ModelConfigUnavailable:
+        return None
+    lora = spec.model.lora
+    return shape.lora_params(lora.r, lora.target_modules) if lora is not None else shape.total_params
 
 
 def _for_installed_transformers(config_class: Any, arguments: dict[str, Any]) -> dict[str, Any]:

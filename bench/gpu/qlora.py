@@ -6,8 +6,8 @@ alignd: 4-bit NF4 with everything else kept in bf16, Liger kernels (fused RMSNor
 fused linear cross-entropy that never materialises the logits), non-reentrant checkpointing, fused AdamW.
 alignd_compile: the same with each decoder layer compiled (regional torch.compile).
 stage: alignd's supervised stage with the QLoRA spec.
-stage_bf16: the stage with the frozen non-quantized weights back in bf16 after peft's k-bit preparation
-(performance.frozen_weights_in_compute_dtype). stage_profile: the stage under torch.profiler.
+stage_fp32: the stage with peft's fp32 upcast of the frozen non-quantized weights (before run J; the stage
+now keeps them in bf16, performance.prepare_kbit_model). stage_profile: the stage under torch.profiler.
 """
 
 from __future__ import annotations
@@ -126,26 +126,19 @@ def run_stage(ctx: dict) -> dict:
     return run_trl_stage(Case("qlora_8b", "supervised", True, 1, SEQ), ctx)
 
 
-def _keep_frozen_weights_bf16() -> None:
-    """The stage's loader with performance.frozen_weights_in_compute_dtype after the k-bit preparation."""
-    import peft
-    import torch
+def _upcast_frozen_weights() -> None:
+    """The stage as it was before run J: peft's k-bit preparation upcasts the non-quantized weights to fp32."""
+    import alignment_core.stages.performance as performance
 
-    from alignment_core.stages.performance import frozen_weights_in_compute_dtype
-
-    prepare = peft.prepare_model_for_kbit_training
-
-    def prepare_then_cast(model, *args, **kwargs):
-        model = prepare(model, *args, **kwargs)
-        frozen_weights_in_compute_dtype(model, torch.bfloat16)
-        return model
-
-    peft.prepare_model_for_kbit_training = prepare_then_cast
+    prepare = performance.prepare_kbit_model
+    performance.prepare_kbit_model = lambda model, checkpointing, keep_compute_dtype: prepare(
+        model, checkpointing, False
+    )
 
 
 def run(impl: str, ctx: dict) -> dict:
-    if impl == "stage_bf16":
-        _keep_frozen_weights_bf16()
+    if impl == "stage_fp32":
+        _upcast_frozen_weights()
     if impl.startswith("stage"):
         return run_stage({**ctx, "profile": impl == "stage_profile"})
     return run_loop(impl, ctx)

@@ -47,7 +47,7 @@ IMPLS: dict[str, tuple[str, ...]] = {
     "sft_lora_b32": ("stage", "stage_cast", "stage_profile"),
     "dpo_lora_8x2": ("trl", "stage"),
     "dpo_lora_16x1": ("stage",),
-    "qlora_8b": ("plain_ckpt", "plain_nockpt", "alignd", "alignd_compile", "stage", "stage_bf16", "stage_profile"),
+    "qlora_8b": ("plain_ckpt", "plain_nockpt", "alignd", "alignd_compile", "stage", "stage_fp32", "stage_profile"),
     "ppo_lora": ("trl112", "stage", "stage_m32", "stage_serve"),
 }
 SHAPE_OF = {"qlora_8b": "llama-8b", "ppo_lora": "llama-1b-v512"}
