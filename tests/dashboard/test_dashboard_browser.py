@@ -199,6 +199,7 @@ def test_dashboard_shows_live_curves_and_cancels_a_job(server: dict, running_job
             expect(stages).to_have_count(2)
             expect(stages.nth(0)).to_contain_text("supervised")
             expect(stages.nth(1)).to_contain_text("dpo")
+            expect(stages.nth(1)).to_contain_text(f"from ft:alignd-tiny:{pipeline['job_ids'][0]}")
             expect(page.locator(".page-head")).to_contain_text("sft-then-dpo")
             _screenshot(page, tmp_path / "dashboard-pipeline.png")
             stages.nth(1).click()
@@ -254,6 +255,10 @@ def test_dashboard_fits_the_window_and_stops_polling_an_unknown_job(server: dict
             expect(page.locator(".alert-error")).to_contain_text("Not found")
             page.wait_for_timeout(5000)  # two poll intervals and more
             assert len(missing) == 4, missing  # one round: the job, its metrics, events and checkpoints
+            page.goto(f"{server['url']}/dashboard#/pipelines/pipe-nosuchjob")
+            expect(page.locator(".alert-error")).to_contain_text("Not found")
+            page.wait_for_timeout(5000)
+            assert len(missing) == 5, missing
         finally:
             browser.close()
 

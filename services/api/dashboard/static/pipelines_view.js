@@ -68,9 +68,16 @@ export function pipelineView(pipelineId) {
       el("span", {class: "mono"}, pipelineId)),
     el("div", {class: "page-head"}, head), chain);
   let jobs = [];
+  let missing = false; // a 404: nothing will appear, so the poller stops asking
 
   async function refresh() {
-    const pipeline = await pipelinesApi.get(pipelineId);
+    let pipeline;
+    try {
+      pipeline = await pipelinesApi.get(pipelineId);
+    } catch (err) {
+      missing = err.status === 404;
+      throw err;
+    }
     const embedded = Array.isArray(pipeline.jobs) && pipeline.jobs.every((j) => typeof j === "object");
     jobs = embedded ? pipeline.jobs : await Promise.all(jobIdsOf(pipeline).map((id) => jobsApi.get(id)));
     replaceChildren(head, el("h1", {class: "mono"}, pipeline.name || pipelineId),
@@ -81,11 +88,12 @@ export function pipelineView(pipelineId) {
       cards.push(el("a", {class: "card stage-card", href: `#/jobs/${job.id}`},
         el("div", {class: "stage-head"}, el("span", {class: "chip"}, methodOf(job)), statusBadge(job.status)),
         el("div", {class: "mono small ellipsis"}, job.id),
-        el("div", {class: "muted small ellipsis", title: job.model}, job.model),
+        el("div", {class: "muted small ellipsis", title: job.model}, `from ${job.model}`),
         progressBar(job)));
     });
     replaceChildren(chain, cards);
   }
 
-  return {root, refresh, live: () => jobs.length === 0 || jobs.some((j) => ACTIVE_STATUSES.has(j.status))};
+  return {root, refresh,
+    live: () => !missing && (jobs.length === 0 || jobs.some((j) => ACTIVE_STATUSES.has(j.status)))};
 }
