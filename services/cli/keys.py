@@ -40,6 +40,7 @@ def revoke_key_command(
     from services.store.migrate import upgrade_database
     from services.store.projects import ApiKeyNotFound, find_api_key, revoke_api_key
 
+    key = key.strip().removesuffix("…").removesuffix("...")  # the prefix as `keys list` shows it, copied whole
     url = get_settings().resolved_database_url
     upgrade_database(url)
     engine = make_engine(url)
