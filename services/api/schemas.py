@@ -18,6 +18,8 @@ from services.store.models import ApiKey, Checkpoint, File, Job, JobEvent, JobMe
 # (``ft:<model>:<suffix>:<job id>``).
 SEED_RANGE = {"ge": 0, "le": 2**32 - 1}
 MODEL_NAME_MAX = 800
+# A suffix becomes one ':'-separated field of the model name and part of a URL path: no ':', '/' or spaces.
+SUFFIX = {"max_length": 64, "pattern": r"^[A-Za-z0-9._-]+$"}
 FILE_ID_MAX = 64
 
 
@@ -36,7 +38,7 @@ class JobCreate(CreateModel):
     validation_file: str | None = Field(None, max_length=FILE_ID_MAX)
     method: dict[str, Any] | None = Field(None, description="{type, <type>: {hyperparameters, ...}}")
     hyperparameters: dict[str, Any] | None = Field(None, description="Legacy top-level hyperparameters.")
-    suffix: str | None = Field(None, max_length=64)
+    suffix: str | None = Field(None, **SUFFIX)
     seed: int | None = Field(None, **SEED_RANGE)
     metadata: dict[str, str] | None = Field(None, max_length=16)
     integrations: list[dict[str, Any]] | None = None
@@ -71,7 +73,7 @@ class PipelineStage(CreateModel):
     reward_model: str | None = Field(None, max_length=MODEL_NAME_MAX,
                                      description="PPO: default the latest reward_model stage's output.")
     hyperparameters: dict[str, Any] | None = None
-    suffix: str | None = Field(None, max_length=64)
+    suffix: str | None = Field(None, **SUFFIX)
     extensions: dict[str, Any] | None = Field(None, description="Extension fields of JobCreate for this stage.")
 
 
@@ -79,7 +81,7 @@ class PipelineCreate(CreateModel):
     name: str | None = Field(None, max_length=200)
     model: str = Field(..., min_length=1, max_length=MODEL_NAME_MAX)
     stages: list[PipelineStage] = Field(..., min_length=1, max_length=10)
-    suffix: str | None = Field(None, max_length=64)
+    suffix: str | None = Field(None, **SUFFIX)
     seed: int | None = Field(None, **SEED_RANGE)
     metadata: dict[str, str] | None = None
     priority: int = Field(0, ge=-1000, le=1000)

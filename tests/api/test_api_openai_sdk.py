@@ -19,6 +19,13 @@ def test_upload_create_list_retrieve_cancel_events(sdk, demo_files):
     assert uploaded.bytes == demo_files["sft"].stat().st_size
     assert sdk.files.retrieve(uploaded.id).filename == "sft.jsonl"
     assert sdk.files.content(uploaded.id).read() == demo_files["sft"].read_bytes()
+    # A filename that is not latin-1 still downloads: the header carries it RFC 6266-encoded.
+    name = "données_训练 v1.jsonl"
+    unicode_named = sdk.files.create(file=(name, demo_files["sft"].read_bytes()), purpose="fine-tune")
+    assert sdk.files.retrieve(unicode_named.id).filename == name
+    download = sdk.files.with_raw_response.content(unicode_named.id)
+    assert download.content == demo_files["sft"].read_bytes()
+    assert "filename*=UTF-8''donn%C3%A9es_" in download.headers["content-disposition"]
 
     created = [
         sdk.fine_tuning.jobs.create(

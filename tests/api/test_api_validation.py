@@ -93,6 +93,7 @@ BAD_BODIES = [
     ({"seed": "abc"}, "seed"),
     ({"seed": 2**40}, "seed"),  # the trainers' generator takes 0 … 2**32 - 1: refused here, not at run time
     ({"seed": -1}, "seed"),
+    ({"suffix": "my model/v1:x"}, "suffix"),  # it becomes a ':' field of the model name and part of a URL
     ({"integrations": [{"type": "wandb", "wandb": {"project": "p"}}]}, "integrations"),
     ({"metadata": {"k": 1}}, "metadata.k"),
 ]

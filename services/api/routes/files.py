@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
@@ -29,6 +31,12 @@ from services.store.models import Job, new_id
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 PURPOSES = ("fine-tune",)
+
+
+def content_disposition(filename: str) -> str:
+    """An attachment header any filename fits (RFC 6266): headers are latin-1, and a quote would end the name."""
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _validate_jsonl(path: str) -> FormatReport:
@@ -125,7 +133,7 @@ def file_content(file_id: str, session: SessionDep, project: CurrentProject, con
                 yield chunk
 
     return StreamingResponse(chunks(), media_type="application/jsonl",
-                             headers={"Content-Disposition": f'attachment; filename="{row.filename}"'})
+                             headers={"Content-Disposition": content_disposition(row.filename)})
 
 
 @router.delete("/{file_id}")
