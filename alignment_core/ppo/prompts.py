@@ -7,7 +7,13 @@ from pathlib import Path
 
 from alignment_core.data.chat import Messages
 from alignment_core.data.demo_sources import resolve_data_path
-from alignment_core.data.formats import DataFormatError, detect_format, read_jsonl, validate_record
+from alignment_core.data.formats import (
+    DataFormatError,
+    detect_format,
+    read_jsonl,
+    split_implicit_prompt,
+    validate_record,
+)
 from alignment_core.specs import DataSpec
 
 Prompt = str | Messages
@@ -16,6 +22,8 @@ Prompt = str | Messages
 def prompt_of(record: dict, line: int, fmt: str = "auto") -> Prompt:
     """The prompt part of one record of any format PPO accepts."""
     fmt = validate_record(record, line, fmt)
+    if fmt == "preference" and "prompt" not in record:  # TRL's implicit prompt: what chosen and rejected share
+        return split_implicit_prompt(record["chosen"], record["rejected"], line)[0]
     if fmt in ("prompt_only", "prompt_completion", "preference"):
         return record["prompt"]
     if fmt == "instruction":
