@@ -40,6 +40,10 @@ def test_every_spec_problem_is_named_with_a_suggestion(tmp_path: Path, chat_file
                  "model.lora.rank: unknown field (expected one of: alpha, dropout, r, target_modules)",
                  "training.epochs: Input should be a valid number"):
         assert line in result.stderr, result.stderr
+    spec.write_text(f"method: sft\nmodel: {{name_or_path: alignd-tiny}}\ndata: {{train_files: [{chat_file}]}}\n")
+    result = alignd("train", str(spec), "-o", str(tmp_path / "out"), home=tmp_path / "home", cwd=tmp_path)
+    assert "method: unknown method type 'sft' (did you mean 'supervised'?); expected one of: supervised," \
+        in result.stderr
     listed = tmp_path / "list.yaml"
     listed.write_text("- method: supervised\n")
     result = alignd("plan", str(listed), home=tmp_path / "home", cwd=tmp_path)

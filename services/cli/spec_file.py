@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import typer
 import yaml
 from pydantic import BaseModel, ValidationError
 
+# What people call the methods (TRL's trainer names, papers), and the method type each means.
+METHOD_ALIASES = {"sft": "supervised", "rm": "reward_model", "reward": "reward_model", "rlhf": "ppo"}
 # Names written as paths (never hub ids), and the sign of a path: a hub id has at most one '/'.
 PATH_PREFIXES = ("/", "~", "./", "../")
 
@@ -62,6 +65,12 @@ def spec_problems(error: ValidationError, data: dict[str, Any]) -> list[str]:
                 message += f" (did you mean '{close[0]}'?)"
             elif known:
                 message += f" (expected one of: {', '.join(known)})"
+        if item.get("type") == "union_tag_invalid" and location == ("method",):
+            tag = str(item.get("ctx", {}).get("tag", ""))
+            known = re.findall(r"'([^']+)'", str(item.get("ctx", {}).get("expected_tags", "")))
+            meant = METHOD_ALIASES.get(tag.lower()) or next(iter(difflib.get_close_matches(tag, known, n=1)), None)
+            message = f"unknown method type '{tag}'" + (f" (did you mean '{meant}'?)" if meant else "") + \
+                f"; expected one of: {', '.join(known)}"
         message = message.removeprefix("Value error, ")
         dotted = ".".join(str(part) for part in location)
         problems.append(f"{dotted}: {message}" if dotted else message)
