@@ -137,6 +137,9 @@ class AsyncDatabase:
             self._notifier.request()
 
 
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE (psycopg is imported only where Postgres is used)
+
+
 class _Connection:
     """A pooled connection (autocommit: each statement commits itself, one round trip) and its one cursor.
     psycopg prepares a statement server-side after its 5th use on a connection, so the hot queries skip parsing
@@ -147,9 +150,8 @@ class _Connection:
 
     @property
     def reusable(self) -> bool:
-        from psycopg.pq import TransactionStatus
-
-        return not self.connection.closed and self.connection.info.transaction_status == TransactionStatus.IDLE
+        """Open and idle: a statement that failed or was cancelled midway leaves it otherwise."""
+        return not self.connection.closed and self.connection.pgconn.transaction_status == _IDLE
 
 
 class _ConnectionPool:
