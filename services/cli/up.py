@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import threading
+from pathlib import Path
 
 import typer
 
@@ -29,6 +30,7 @@ def up_command(
     if problem:
         typer.echo(f"error: cannot listen on {host}:{port} ({problem}); choose another with --port", err=True)
         raise typer.Exit(1)
+    refuse_if_home_in_use(settings.resolved_home)
     instance = EmbeddedAlignd(settings.resolved_home, host=host, port=port, lease_seconds=settings.lease_seconds)
     stop_requested = threading.Event()
     _catch_stop_signals(stop_requested)  # also during start: a Ctrl-C there stops cleanly once started
@@ -49,6 +51,19 @@ def up_command(
         typer.echo("stopped" if clean else "stopped (Ray did not shut down in time; its processes were killed)")
     # Skip interpreter teardown: Ray's atexit hooks would call ray.shutdown again and can block just like above.
     _exit_now(0)
+
+
+def refuse_if_home_in_use(home: Path) -> None:
+    """Exit with one line when another embedded alignd runs under `home` (it would lose its running jobs)."""
+    from services.workers.home_lock import HomeInUse, HomeLock
+
+    lock = HomeLock(home)
+    try:
+        lock.acquire(url="")
+    except HomeInUse as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    lock.release()  # the instance takes it for good in start()
 
 
 def _cannot_bind(host: str, port: int) -> str | None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.workers.home_lock import HomeLock
+
 log = logging.getLogger(__name__)
 
 ADMIN_KEY_FILE = "admin_key"
@@ -56,6 +58,7 @@ class EmbeddedAlignd:
     _server: Any = None
     dispatcher: Any = None
     _owns_ray: bool = False
+    _lock: Any = None
 
     @property
     def url(self) -> str:
@@ -71,6 +74,8 @@ class EmbeddedAlignd:
         from services.workers.ray_cluster import connect_ray
 
         self.home = Path(self.home).expanduser()
+        self._lock = HomeLock(self.home)
+        self._lock.acquire(self.url)  # HomeInUse: another instance would lose its running jobs to this one
         os.environ["ALIGND_HOME"] = str(self.home)  # the built-in tiny model is cached here, for Ray workers too
         self.api_key = admin_key_for(self.home)
         settings = Settings(home=self.home, admin_key=self.api_key, lease_seconds=self.lease_seconds)
@@ -128,6 +133,8 @@ class EmbeddedAlignd:
             if not clean:
                 kill_child_processes()
         _join(threads.get("alignd-dispatcher"), DISPATCHER_IDLE_STOP_TIMEOUT_S)
+        if self._lock is not None:
+            self._lock.release()
         return clean
 
 
