@@ -78,6 +78,9 @@ def test_json_documents_and_other_encodings_are_refused_with_the_fix(tmp_path):
     utf16 = tmp_path / "utf16.jsonl"
     utf16.write_bytes((json.dumps(CHAT) + "\n").encode("utf-16"))
     assert "UTF-16" in str(rejection(str(utf16)))
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n\r\n  \n")
+    assert str(rejection(str(blank))) == "the file holds no records"
     latin1 = tmp_path / "latin1.jsonl"
     latin1.write_bytes(json.dumps(CHAT).encode() + b"\n" + '{"prompt": "caf\xe9"}'.encode("latin-1") + b"\n")
     error = rejection(str(latin1))

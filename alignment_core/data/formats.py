@@ -37,10 +37,11 @@ class DataFormatError(ValueError):
 
     def __init__(self, message: str, line: int | None = None, field: str | None = None):
         self.line, self.field, self.reason = line, field, message
-        where = f"line {line}" if line is not None else "data"
+        where = [f"line {line}"] if line is not None else []
         if field:
-            where += f", field '{field}'"
-        super().__init__(f"{where}: {message}")
+            where.append(f"field '{field}'")
+        # A problem of the whole file (no records, a method that cannot use it) is the message alone.
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
 
 
 @dataclass(frozen=True)
