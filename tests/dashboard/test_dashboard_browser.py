@@ -283,8 +283,9 @@ def test_jobs_list_shows_more_than_a_page_on_request(server: dict, running_job: 
             page = browser.new_page()
             page.set_default_timeout(10_000)
             page.goto(f"{server['url']}/dashboard")
-            page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
-            page.reload()
+            page.fill("#key-input", f"Bearer {ADMIN_KEY}")  # as copied from a curl command
+            page.click("#key-save")
+            expect(page.locator("#key-dialog")).to_be_hidden()
             rows = page.locator("#jobs-table tbody tr")
             expect(rows).to_have_count(100)
             expect(page.locator(".summary")).to_contain_text("newest 100 shown")

@@ -15,7 +15,8 @@ export function getKey() {
 }
 
 export function setKey(key) {
-  window.localStorage.setItem(KEY_STORAGE, key.trim());
+  // Keys are often copied from a curl line together with their "Bearer " prefix.
+  window.localStorage.setItem(KEY_STORAGE, key.trim().replace(/^Bearer\s+/i, ""));
 }
 
 export function forgetKey() {
