@@ -13,6 +13,8 @@ import httpx
 import psycopg
 import pytest
 
+from services.store.migrate import upgrade_database
+
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN_KEY = "admin-" + secrets.token_hex(8)
 
@@ -112,3 +114,28 @@ def project_key(server: RunningServer) -> str:
     with server.client(server.admin_key) as client:
         project = client.post("/v1/projects", json={"name": f"p-{secrets.token_hex(4)}"}).json()
         return client.post(f"/v1/projects/{project['id']}/api_keys", json={"name": "tests"}).json()["key"]
+
+
+# The queue tests' databases; here, not in a test module, so no test module imports another (a bare `pytest`
+# run has no `tests` package on its path).
+@pytest.fixture(scope="module", params=[pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"])
+def queue_db(request, tmp_path_factory):
+    """An empty, migrated database of each kind, holding only this module's jobs."""
+    if request.param == "postgres":
+        yield request.getfixturevalue("postgres_queue_db")
+        return
+    url = f"sqlite:///{tmp_path_factory.mktemp('queue') / 'queue.db'}"
+    upgrade_database(url)
+    yield url
+
+
+@pytest.fixture(scope="module")
+def postgres_queue_db():
+    name = f"alignd_queue_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    upgrade_database(url)
+    yield url
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

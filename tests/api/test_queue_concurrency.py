@@ -6,42 +6,16 @@ import multiprocessing
 import secrets
 import time
 
-import psycopg
 import pytest
 from sqlalchemy import func, select
 
 from services.store import queue
 from services.store.engine import make_engine, make_session_factory
-from services.store.migrate import upgrade_database
 from services.store.models import Job, JobEvent
 from services.store.projects import ensure_project
-from tests.api.conftest import PG_ADMIN_URL
 
 NUM_JOBS = 400
 NUM_PROCESSES = 4
-
-
-@pytest.fixture(scope="module", params=[pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"])
-def queue_db(request, tmp_path_factory):
-    """An empty, migrated database of each kind, holding only this module's jobs."""
-    if request.param == "postgres":
-        yield request.getfixturevalue("postgres_queue_db")
-        return
-    url = f"sqlite:///{tmp_path_factory.mktemp('queue') / 'queue.db'}"
-    upgrade_database(url)
-    yield url
-
-
-@pytest.fixture(scope="module")
-def postgres_queue_db():
-    name = f"alignd_queue_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    upgrade_database(url)
-    yield url
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def _enqueue_noops(sessions, count: int, project_id: str) -> list[str]:

@@ -9,11 +9,10 @@ from services.store import queue
 from services.store.engine import make_engine, make_session_factory
 from services.store.models import Job, JobEvent, RegisteredModel
 from services.store.projects import ensure_project
-from tests.api.test_queue_concurrency import postgres_queue_db, queue_db  # noqa: F401  (fixtures)
 
 
 @pytest.fixture()
-def sessions(queue_db):  # noqa: F811
+def sessions(queue_db):
     engine = make_engine(queue_db)
     yield make_session_factory(engine)
     engine.dispose()
