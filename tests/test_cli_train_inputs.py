@@ -94,3 +94,23 @@ def test_a_bom_file_trains_and_a_run_time_data_problem_is_one_message(tmp_path: 
     result = alignd("train", str(spec), "-o", str(tmp_path / "out2"), home=tmp_path / "home", cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "every train example was dropped" in output and "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_an_output_dir_of_another_spec_is_not_resumed(tmp_path: Path, chat_file: Path) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "sort b a", "chosen": "a b", "rejected": "b a"}) + "\n")
+    common = "model: {name_or_path: alignd-tiny}\ntraining: {max_steps: 1, batch_size: 1, save_steps: 1}\n"
+    sft, dpo = tmp_path / "sft.yaml", tmp_path / "dpo.yaml"
+    sft.write_text(f"method: supervised\n{common}data: {{train_files: [{chat_file}], max_length: 64}}\n")
+    dpo.write_text(f"method: dpo\n{common}data: {{train_files: [{pairs}], max_length: 64}}\n")
+    out = str(tmp_path / "out")
+    assert alignd("train", str(sft), "-o", out, home=tmp_path / "home", cwd=tmp_path).returncode == 0
+    refused = alignd("train", str(dpo), "-o", out, home=tmp_path / "home", cwd=tmp_path)
+    assert refused.returncode == 2 and "holds checkpoints of a run with another method / data" in refused.stderr
+    assert json.loads((tmp_path / "out" / "result.json").read_text())["method"] == "supervised"  # untouched
+    again = alignd("train", str(sft), "-o", out, home=tmp_path / "home", cwd=tmp_path)  # same spec: resumes
+    assert again.returncode == 0, again.stderr
+    fresh = alignd("train", str(dpo), "-o", out, "--no-resume", home=tmp_path / "home", cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    assert json.loads((tmp_path / "out" / "result.json").read_text())["method"] == "dpo"

@@ -15,12 +15,33 @@ import typer
 
 from services.cli.spec_file import check_spec_inputs, read_spec_file
 
+RUN_SPEC_FILE = "spec.json"  # the spec a folder's checkpoints were trained with
+# What a resumed run must share with the run that wrote the checkpoints (training settings may differ).
+RUN_IDENTITY = ("method", "model", "data")
+
 
 def clear_previous_run(output_dir: Path) -> None:
     """--no-resume: start over, so old checkpoints and metrics do not mix with the new run."""
     shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
-    for name in ("metrics.jsonl", "result.json"):
+    for name in ("metrics.jsonl", "result.json", RUN_SPEC_FILE):
         (output_dir / name).unlink(missing_ok=True)
+
+
+def claim_output_dir(output_dir: Path, spec: Any) -> None:
+    """Refuse to resume another spec's checkpoints (a DPO run would load an SFT run's state and stop at once);
+    otherwise note this spec as the folder's."""
+    current = spec.model_dump(mode="json")
+    recorded_path = output_dir / RUN_SPEC_FILE
+    if recorded_path.is_file() and (output_dir / "checkpoints").is_dir():
+        recorded = json.loads(recorded_path.read_text())
+        changed = [part for part in RUN_IDENTITY if recorded.get(part) != current.get(part)]
+        if changed:
+            raise typer.BadParameter(
+                f"{output_dir} holds checkpoints of a run with another {' / '.join(changed)} "
+                f"(method {recorded.get('method', {}).get('type')}, model "
+                f"{recorded.get('model', {}).get('name_or_path')}); choose another --output-dir, or --no-resume "
+                "to start over there", param_hint="--output-dir")
+    recorded_path.write_text(json.dumps(current, indent=2))
 
 
 def train_command(
@@ -52,6 +73,7 @@ def train_command(
     output_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         clear_previous_run(output_dir)
+    claim_output_dir(output_dir, spec)
     context = LocalContext(output_dir, resume=resume)
     start_model = spec.model.name_or_path
     demo = demo_eval and uses_demo_data(spec)
