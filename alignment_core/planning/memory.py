@@ -2,10 +2,10 @@
 
 The accounting follows what our loaders and trainers hold:
 - weights in the spec's dtype; QLoRA keeps block linears in 4 / 8 bits (plus quantization constants)
-  and, as peft's k-bit preparation does, the remaining parameters in float32;
+  and the remaining parameters in bf16 on a bf16 GPU, else in float32 as peft's k-bit preparation does;
 - LoRA parameters, their gradients and AdamW states in float32; full fine-tuning keeps gradients in
-  the weight dtype, AdamW states in it too without DeepSpeed, or fp32 master weights + states (12 B
-  per parameter) under DeepSpeed mixed precision;
+  the weight dtype and AdamW states in it too; DeepSpeed ZeRO-1/2/3 adds an fp32 master copy of its
+  partition (12 B per parameter with the states), also over fp32 weights (torch_autocast keeps them);
 - ZeRO-1 partitions optimizer states, ZeRO-2 also gradients, ZeRO-3 also weights, across all GPUs;
   offloading moves optimizer states / parameters to host memory;
 - activations per transformer block from hidden and intermediate sizes (Korthikanti et al. 2022,
@@ -38,6 +38,12 @@ CUDA_CONTEXT_BYTES = 1 * GIB
 FP32 = 4
 # Share of allocated memory the caching allocator loses to fragmentation (H100 measurements: 3-20%).
 FRAGMENTATION = 0.08
+# ZeRO's flat buffers and buckets: reserved was 14-20% above allocated (1.1B, ZeRO-2, 1 and 2 GPUs, runs I / K / L).
+ZERO_FRAGMENTATION = 0.18
+# DPO's LoRA policy activations per token against SFT's at the same settings: 69.4 against 92.9 KB per token
+# and layer (1.1B LoRA all-linear, bf16 adapter inputs, 16 pairs x 512 and 32 x 1024, H100 run H); fitted,
+# the cause is not established (docs/benchmarks.md, "Planner").
+DPO_ACTIVATION_SHARE = 0.75
 
 
 @dataclass(frozen=True)
@@ -140,10 +146,10 @@ def estimate_memory(spec: JobSpec, gpu: GpuInfo | str = "H100-80GB", fused_loss:
     num_gpus = gpu_count(spec)
     deepspeed = dist.zero_stage > 0
     notes: list[str] = []
-    # The loader keeps weights that all train in fp32 (modeling.loading.resolve_dtype; DeepSpeed instead
-    # holds bf16 weights and an fp32 master copy); bf16 autocast then computes in bf16 and caches a bf16
-    # copy of every weight for the step.
-    trained_bytes = FP32 if method == "full" and spec.model.dtype == "auto" and not deepspeed else weight_bytes
+    # The loader keeps weights that all train in fp32 (modeling.loading.resolve_dtype), with and without
+    # DeepSpeed (its torch_autocast mode); bf16 autocast then computes in bf16 and caches a bf16 copy of
+    # every weight for the step.
+    trained_bytes = FP32 if method == "full" and spec.model.dtype == "auto" else weight_bytes
     act_bytes = 2 if gpu.bf16 else FP32
     autocast_copies = shape.total_params * 2 if trained_bytes == FP32 and gpu.bf16 else 0
     if fused_loss is None:
@@ -210,10 +216,12 @@ def estimate_memory(spec: JobSpec, gpu: GpuInfo | str = "H100-80GB", fused_loss:
         notes.append("the optimizer step, not the backward pass, sets the peak")
     # Allocator fragmentation, then the CUDA context and workspaces.
     overhead = max(0.0, step_scratch - activations)
-    overhead += FRAGMENTATION * (weights + gradients + optimizer + max(activations, step_scratch)) + CUDA_CONTEXT_BYTES
+    fragmentation = ZERO_FRAGMENTATION if deepspeed else FRAGMENTATION
+    overhead += fragmentation * (weights + gradients + optimizer + max(activations, step_scratch)) + CUDA_CONTEXT_BYTES
     overhead += autocast_copies
     if deepspeed:
-        overhead += 2 * shape.hidden_size**2 * weight_bytes  # reduce / all-gather buckets
+        # Two reduce buckets of the gradients' dtype (stages.deepspeed_config sizes them).
+        overhead += 2 * _bucket_elements(policy.trainable) * (FP32 if trained_bytes == FP32 else weight_bytes)
     if dist.zero_stage == 3:
         overhead += 2 * shape.block_params * weight_bytes  # the gathered block and the prefetched next one
     if method == "qlora":
@@ -261,7 +269,10 @@ def _model_footprint(
             layer.in_features * layer.out_features * quantized_bytes_per_param(spec, layer.in_features)
             for layer in shape.linears
         )
-        footprint.weights = quantized + (shape.total_params - shape.linear_params) * FP32
+        # peft's k-bit preparation upcasts the rest to fp32; on a bf16 GPU the stage keeps it in bf16
+        # (stages.performance.prepare_kbit_model).
+        rest_bytes = 2 if _kbit_kept_in_bf16(spec, weight_bytes) else FP32
+        footprint.weights = quantized + (shape.total_params - shape.linear_params) * rest_bytes
     else:
         footprint.weights = shape.total_params * weight_bytes
     if not trainable:
@@ -276,13 +287,25 @@ def _model_footprint(
         return footprint
     footprint.trainable = shape.total_params
     footprint.gradients = shape.total_params * weight_bytes
-    if weight_bytes == FP32:
-        footprint.optimizer = shape.total_params * 2 * FP32
-    elif deepspeed:
+    if deepspeed:
+        # ZeRO's optimizer keeps its own fp32 copy of the partition beside the model's weights, fp32 or not.
         footprint.optimizer = shape.total_params * 3 * FP32  # fp32 master weights + two moments
     else:
         footprint.optimizer = shape.total_params * 2 * weight_bytes
     return footprint
+
+
+def _kbit_kept_in_bf16(spec: JobSpec, dtype_bytes: int) -> bool:
+    """Whether a QLoRA base keeps its non-quantized weights in bf16 (`dtype_bytes`: 2 on a bf16 GPU)."""
+    quantization = spec.model.quantization
+    return quantization is not None and quantization.compute_dtype == "bfloat16" and dtype_bytes == 2
+
+
+def _bucket_elements(trained_params: int) -> int:
+    from alignment_core.stages.deepspeed_config import bucket_elements
+
+    size = bucket_elements(trained_params)
+    return size if isinstance(size, int) else 0
 
 
 def _reward_shape(spec: JobSpec, fallback: ModelShape, notes: list[str]) -> ModelShape:
@@ -308,8 +331,10 @@ def _activations(
 ) -> float:
     h, i = shape.hidden_size, shape.intermediate_size
     quantization, lora = spec.model.quantization, spec.model.lora
-    # peft's k-bit preparation casts norms and embeddings to float32, so QLoRA's residual stream is fp32.
-    act_bytes = FP32 if quantization is not None else act_bytes
+    # peft's k-bit preparation casts norms and embeddings to float32, so QLoRA's residual stream is fp32,
+    # unless the stage keeps them in bf16 (a bf16 GPU, bf16 compute dtype).
+    if quantization is not None and not _kbit_kept_in_bf16(spec, act_bytes):
+        act_bytes = FP32
     scale = act_bytes / 2  # the coefficients below count 2-byte activations
     # Attention 11 sbh, norms 4 sbh, gated MLP 2 sbh + 6 sbi (Korthikanti et al., adapted).
     per_block = (17 * s * b * h + 6 * s * b * i) * scale
@@ -337,6 +362,8 @@ def _activations(
         blocks = shape.num_layers * per_block
     if kind == "sequence_scorer":
         return blocks + s * b * h * act_bytes
+    if spec.method_type == "dpo" and lora is not None:
+        blocks *= DPO_ACTIVATION_SHARE
     if spec.method_type == "ppo":
         # PPO's own loop runs the models without Liger's fused RMSNorm / SwiGLU / RoPE, which keep fewer
         # intermediates: measured 1.42x the fused model's activations per token (H100, 1.1B, micro 8 / 32).

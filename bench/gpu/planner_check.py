@@ -34,7 +34,7 @@ def _config_folder(shape_name: str, root: Path) -> Path:
     return folder
 
 
-def case_estimate(case_name: str, impl: str, folder: Path) -> float | None:
+def case_estimate(case_name: str, impl: str, folder: Path, row: dict | None = None) -> float | None:
     """Estimated peak GiB, CUDA context left out (the measured peaks are the caching allocator's), for one
     measured variant: TRL's defaults and the plain QLoRA loop checkpoint and hold the logits; alignd's
     settings and stage do not checkpoint (except QLoRA) and use Liger's fused loss."""
@@ -49,6 +49,9 @@ def case_estimate(case_name: str, impl: str, folder: Path) -> float | None:
         "tiny": False,
     }
     baseline = impl == "trl" or impl.startswith("plain")
+    if case_name == "qlora_8b" and (impl.startswith("plain") or impl == "stage_fp32"):
+        # peft's fp32 upcast of the non-quantized weights: the planner models the stage, which keeps them bf16.
+        return None
     if case_name == "ppo_lora":
         from bench.gpu.ppo import FULL, ppo_spec
 
@@ -62,6 +65,19 @@ def case_estimate(case_name: str, impl: str, folder: Path) -> float | None:
             "gradient_checkpointing": impl != "plain_nockpt",
         }
         spec = case_spec(Case("qlora_8b", "supervised", True, 1, 512), ctx, 10)
+    elif case_name == "zero_scaling":  # bench/gpu/zero2.py: the SFT stage, full, 1024 tokens, per-GPU batch
+        from alignment_core.specs import JobSpec
+
+        world = row["world_size"]
+        spec = JobSpec.model_validate(
+            {
+                "method": "supervised",
+                "model": {"name_or_path": str(folder)},
+                "data": {"train_files": ["x.jsonl"], "max_length": 1024},
+                "training": {"batch_size": row["tokens_per_step"] // world // 1024},
+                "distribution": {"num_workers": world, "gpus_per_worker": 1, "zero_stage": row["zero_stage"]},
+            }
+        )
     elif case_name in CASES:
         spec = case_spec(CASES[case_name], ctx, 10)
         spec.model.gradient_checkpointing = impl == "trl"
@@ -81,7 +97,7 @@ def main(paths: list[str]) -> None:
             for row in json.loads(Path(path).read_text())["results"]:
                 shape_name = SHAPE_OF.get(row["case"], "llama-1b")
                 folders.setdefault(shape_name, _config_folder(shape_name, Path(root)))
-                estimate = case_estimate(row["case"], row["impl"], folders[shape_name])
+                estimate = case_estimate(row["case"], row["impl"], folders[shape_name], row)
                 reserved, allocated = row.get("peak_reserved_gib"), row.get("peak_allocated_gib")
                 if estimate is None or not reserved:
                     continue

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from alignment_core.specs import DistributionSpec, JobSpec, load_spec
-from alignment_core.stages.deepspeed_config import deepspeed_config, trainer_overrides
+from alignment_core.stages.deepspeed_config import BUCKET_ELEMENTS, bucket_elements, deepspeed_config, trainer_overrides
 
 STEPS = 3
 
@@ -124,6 +124,26 @@ def test_zero_config_from_spec():
     # The trainer's optimizer (its weight-decay groups), not one DeepSpeed builds from a flat parameter list.
     assert "optimizer" not in zero2 and "scheduler" not in zero2 and "torch_autocast" not in zero2
     assert not zero2["fp16"]["enabled"] and not zero2["bf16"]["enabled"] and trainer_overrides(zero2) == {}
+
+
+def test_gradient_buckets_sized_from_the_trained_parameters(tiny_model_dir):
+    from alignment_core.stages.training_arguments import trained_parameters
+
+    # A few large reductions a step on a large model (the integration's "auto" is hidden^2: ~260 on 1.1B).
+    assert bucket_elements(1_100_048_384) == BUCKET_ELEMENTS
+    # A small model's buckets shrink to a fifth of it (the buffers are allocated whole), never odd.
+    assert bucket_elements(12_615_681) == 2_523_138 and bucket_elements(1000) == 1_000_000
+    assert bucket_elements(None) == "auto"
+    config = deepspeed_config(DistributionSpec(zero_stage=2), "bf16", 12_615_680)["zero_optimization"]
+    assert config["reduce_bucket_size"] == config["allgather_bucket_size"] == 2_523_136
+    spec = load_spec({"method": "supervised", "model": {"name_or_path": str(tiny_model_dir)},
+                      "data": {"train_files": ["x.jsonl"]}, "distribution": {"zero_stage": 2}})
+    full = trained_parameters(spec)
+    spec.model.lora = {"r": 4}
+    spec = load_spec(spec.model_dump())
+    assert 0 < trained_parameters(spec) < full
+    spec.distribution.zero_stage = 0
+    assert trained_parameters(spec) is None  # nothing to size without DeepSpeed
 
 
 @pytest.mark.slow

@@ -152,3 +152,41 @@ def test_adapter_inputs_left_in_bf16_under_autocast_give_the_same_loss_and_gradi
         reference_norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in reference_grads]))
         torch.testing.assert_close(norm, reference_norm, rtol=0.1, atol=0)
     assert keep_adapter_inputs_in_compute_dtype(model, autocast_bf16=False) == 0
+
+
+def test_kbit_base_kept_in_bf16_gives_the_loss_and_gradients_of_peft_upcast():
+    # The QLoRA base on a bf16 GPU, on the CPU's bf16 autocast: peft's k-bit preparation upcasts the frozen
+    # non-quantized weights (here: all of a bf16 base) to fp32; prepare_kbit_model keeps them bf16. The bf16
+    # weights are exact in fp32, so only the residual stream's precision differs: bf16 rounding.
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from alignment_core.stages.performance import prepare_kbit_model
+
+    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(1))
+
+    def prepared(keep: bool):
+        torch.manual_seed(0)
+        base = prepare_kbit_model(LlamaForCausalLM(config).to(torch.bfloat16), True, keep_compute_dtype=keep)
+        frozen = {p.dtype for p in base.parameters()}
+        lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+        model = get_peft_model(base, lora)
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:  # nonzero B, so the adapters take part in the loss
+                torch.nn.init.normal_(parameter, std=0.02)
+        model.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        grads = [p.grad.float() for p in model.parameters() if p.requires_grad]
+        return frozen, loss.detach().float(), grads, model
+
+    upcast_dtypes, upcast_loss, upcast_grads, _ = prepared(keep=False)
+    kept_dtypes, kept_loss, kept_grads, kept_model = prepared(keep=True)
+    assert upcast_dtypes == {torch.float32} and kept_dtypes == {torch.bfloat16}
+    assert kept_model.base_model.model.model.gradient_checkpointing
+    assert kept_loss == pytest.approx(upcast_loss.item(), rel=5e-3)
+    for kept, upcast in zip(kept_grads, upcast_grads, strict=True):
+        assert torch.linalg.norm(kept - upcast) <= 3e-2 * torch.linalg.norm(upcast)
