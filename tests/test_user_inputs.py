@@ -178,3 +178,33 @@ def test_openai_dpo_rows_keep_their_prompt_and_refuse_a_missing_side(tmp_path, t
     broken = {key: value for key, value in record.items() if key != "non_preferred_output"}
     error = rejection(write_lines(tmp_path / "broken.jsonl", [record, broken]))
     assert error.line == 2 and error.field == "non_preferred_output"
+
+
+def test_sharegpt_and_alpaca_files_train_as_chats(tmp_path, tokenizer):
+    sharegpt = {"system": "Be brief.", "conversations": [
+        {"from": "human", "value": "Sort c b a"}, {"from": "gpt", "value": "a b c"},
+        {"from": "human", "value": "And z y?"}, {"from": "gpt", "value": "y z"}], "id": "x1"}
+    path = write_lines(tmp_path / "sharegpt.jsonl", [sharegpt])
+    assert validate_file(path).format == "messages"
+    row = load_training_rows(DataSpec(train_files=[path]), "supervised", seed=0).train[0]
+    assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+    kept, _ = tokenize_rows(tokenizer, [row], DataSpec(train_files=[path]), "sft")
+    trained = tokenizer.decode([t for t in kept[0]["labels"] if t != -100])
+    assert trained == "a b c" + tokenizer.eos_token + "y z" + tokenizer.eos_token
+    from alignment_core.ppo.prompts import load_prompts
+
+    assert load_prompts([path])[0][-1] == {"role": "user", "content": "And z y?"}  # PPO reads its prompts too
+    bad = {"conversations": [{"from": "human", "value": "hi"}, {"from": "robot", "value": "hello"}]}
+    error = rejection(write_lines(tmp_path / "bad.jsonl", [sharegpt, bad]))
+    assert error.line == 2 and error.field == "conversations[1].from" and "'robot'" in str(error)
+
+    alpaca = [{"instruction": "Sort the letters", "input": None, "output": "a b"},
+              {"instruction": "Sort", "input": "b a", "output": "a b"}]
+    path = write_lines(tmp_path / "alpaca.jsonl", alpaca)
+    rows = load_training_rows(DataSpec(train_files=[path]), "supervised", seed=0).train
+    assert [r["messages"][0]["content"] for r in rows] == ["Sort the letters", "Sort\n\nb a"]
+
+
+def test_an_unknown_record_names_the_formats_it_could_be(tmp_path):
+    error = rejection(write_lines(tmp_path / "unknown.jsonl", [{"text": "just text"}]))
+    assert error.line == 1 and "'conversations' (ShareGPT)" in str(error) and "'messages'" in str(error)

@@ -4,6 +4,7 @@ Formats:
 - ``messages``: OpenAI chat ``{"messages": [{"role", "content", "weight"?}, ...], "tools"?}``; assistant turns
   may carry ``tool_calls`` (or the older ``function_call``), content may be a list of text parts
 
+- ShareGPT ``{"conversations": [{"from": "human" | "gpt" | ..., "value"}], "system"?}`` is read as ``messages``
 - ``instruction``: ``{"instruction", "input"?, "output"}``
 - ``prompt_completion``: ``{"prompt", "completion"}``
 - ``preference``: ``{"prompt", "chosen", "rejected"}`` (strings or message lists; optional "margin"); without
@@ -161,8 +162,8 @@ def detect_format(record: dict) -> str:
     if "prompt" in record:
         return "prompt_only"
     raise DataFormatError(
-        "unrecognised record; expected 'messages', 'instruction'/'output', 'prompt'/'completion', "
-        "'prompt'/'chosen'/'rejected' or 'input'/'preferred_output'/'non_preferred_output'"
+        "unrecognised record; expected 'messages', 'conversations' (ShareGPT), 'instruction'/'output', "
+        "'prompt'/'completion', 'prompt'/'chosen'/'rejected' or 'input'/'preferred_output'/'non_preferred_output'"
     )
 
 
@@ -179,7 +180,7 @@ def validate_record(record: Any, line: int, expected: str = "auto") -> str:
         _validate_messages(record.get("messages"), line, "messages", need_assistant=True)
     elif fmt == "instruction":
         _require_text(record, "instruction", line)
-        if "input" in record and not isinstance(record["input"], str):
+        if record.get("input") is not None and not isinstance(record["input"], str):  # Alpaca files hold null too
             raise DataFormatError("must be a string", line, "input")
         _require_text(record, "output", line)
     elif fmt == "prompt_completion":
@@ -230,8 +231,41 @@ def _not_jsonl_hint(text: str) -> str:
     return ""
 
 
+# ShareGPT speakers (FastChat, axolotl, LLaMA-Factory) and the OpenAI role each one is.
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "model": "assistant",
+                  "function_call": "assistant", "system": "system", "tool": "tool", "observation": "tool",
+                  "function_response": "tool"}
+
+
+def sharegpt_as_messages(record: dict, line: int) -> dict:
+    """A ShareGPT record in OpenAI's messages shape (its other keys kept); errors name the turn."""
+    turns = record["conversations"]
+    if not isinstance(turns, list) or not turns:
+        raise DataFormatError("must be a non-empty list of turns", line, "conversations")
+    messages = []
+    if isinstance(record.get("system"), str) and record["system"].strip():
+        messages.append({"role": "system", "content": record["system"]})
+    for index, turn in enumerate(turns):
+        where = f"conversations[{index}]"
+        if not isinstance(turn, dict):
+            raise DataFormatError("must be an object with 'from' and 'value'", line, where)
+        speaker = turn.get("from")
+        if speaker not in SHAREGPT_ROLES:
+            raise DataFormatError(f"unknown speaker {speaker!r}; expected one of {sorted(SHAREGPT_ROLES)}", line,
+                                  f"{where}.from")
+        if not isinstance(turn.get("value"), str):
+            raise DataFormatError("must be a string", line, f"{where}.value")
+        messages.append({"role": SHAREGPT_ROLES[speaker], "content": turn["value"]})
+    rest = {key: value for key, value in record.items() if key not in ("conversations", "system")}
+    return {**rest, "messages": messages}
+
+
 def iter_jsonl(lines: Iterable[str | bytes]) -> Iterator[tuple[int, Any]]:
-    """Parse JSONL, yielding (line number, record); blank lines and a UTF-8 byte-order mark are skipped."""
+    """Parse JSONL, yielding (line number, record); blank lines and a UTF-8 byte-order mark are skipped.
+
+    ShareGPT records come out as OpenAI ``messages`` records, so every reader (validation, stages, PPO's
+    prompts) sees one chat shape."""
     for number, raw in enumerate(lines, start=1):
         if isinstance(raw, bytes):
             if number == 1:
@@ -248,10 +282,13 @@ def iter_jsonl(lines: Iterable[str | bytes]) -> Iterator[tuple[int, Any]]:
         if not raw.strip():
             continue
         try:
-            yield number, json.loads(raw)
+            record = json.loads(raw)
         except json.JSONDecodeError as error:
             hint = _not_jsonl_hint(raw) if number == 1 else ""
             raise DataFormatError(f"invalid JSON: {error.msg} at column {error.colno}{hint}", number) from None
+        if isinstance(record, dict) and "conversations" in record and "messages" not in record:
+            record = sharegpt_as_messages(record, number)
+        yield number, record
 
 
 def validate_jsonl(lines: Iterable[str | bytes], expected: str = "auto") -> FormatReport:
