@@ -208,3 +208,17 @@ def test_sharegpt_and_alpaca_files_train_as_chats(tmp_path, tokenizer):
 def test_an_unknown_record_names_the_formats_it_could_be(tmp_path):
     error = rejection(write_lines(tmp_path / "unknown.jsonl", [{"text": "just text"}]))
     assert error.line == 1 and "'conversations' (ShareGPT)" in str(error) and "'messages'" in str(error)
+
+
+def test_trl_conversational_prompt_completion(tmp_path, tokenizer):
+    record = {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Sort b a"}],
+              "completion": [{"role": "assistant", "content": "a b"}]}
+    path = write_lines(tmp_path / "pc.jsonl", [record, {"prompt": "Sort d c", "completion": "c d"}])
+    assert validate_file(path).format == "prompt_completion"
+    rows = load_training_rows(DataSpec(train_files=[path]), "supervised", seed=0).train
+    assert [m["role"] for m in rows[0]["messages"]] == ["system", "user", "assistant"]
+    kept, _ = tokenize_rows(tokenizer, rows, DataSpec(train_files=[path]), "sft")
+    assert tokenizer.decode([t for t in kept[0]["labels"] if t != -100]) == "a b" + tokenizer.eos_token
+    no_answer = {"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "user", "content": "x"}]}
+    error = rejection(write_lines(tmp_path / "bad.jsonl", [no_answer]))
+    assert error.field == "completion" and "assistant" in str(error)

@@ -66,8 +66,9 @@ def to_sft_row(record: dict, fmt: str) -> dict[str, Any]:
     if fmt == "instruction":
         return {"messages": as_messages(instruction_prompt(record)) + as_assistant_turn(record["output"])}
     if fmt == "prompt_completion":
-        prompt = as_messages(record["prompt"]) if record["prompt"].strip() else []
-        return {"messages": prompt + as_assistant_turn(record["completion"])}
+        prompt = record["prompt"]
+        prompt = normalize_messages(as_messages(prompt)) if isinstance(prompt, list) or prompt.strip() else []
+        return {"messages": prompt + normalize_messages(as_assistant_turn(record["completion"]))}
     raise DataFormatError(f"format '{fmt}' is not supervised data; expected one of {sorted(SUPERVISED_FORMATS)}")
 
 

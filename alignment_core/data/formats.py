@@ -6,7 +6,7 @@ Formats:
 
 - ShareGPT ``{"conversations": [{"from": "human" | "gpt" | ..., "value"}], "system"?}`` is read as ``messages``
 - ``instruction``: ``{"instruction", "input"?, "output"}``
-- ``prompt_completion``: ``{"prompt", "completion"}``
+- ``prompt_completion``: ``{"prompt", "completion"}`` (strings or message lists)
 - ``preference``: ``{"prompt", "chosen", "rejected"}`` (strings or message lists; optional "margin"); without
   "prompt", the part chosen and rejected share is the prompt (TRL's implicit prompt)
 - ``openai_preference``: ``{"input": {"messages"}, "preferred_output", "non_preferred_output"}``
@@ -184,8 +184,15 @@ def validate_record(record: Any, line: int, expected: str = "auto") -> str:
             raise DataFormatError("must be a string", line, "input")
         _require_text(record, "output", line)
     elif fmt == "prompt_completion":
-        _require_text(record, "prompt", line, allow_empty=True)
-        _require_text(record, "completion", line)
+        # Strings, or TRL's conversational shape: prompt and completion as message lists.
+        if isinstance(record.get("prompt"), list):
+            _validate_messages(record["prompt"], line, "prompt", need_assistant=False)
+        else:
+            _require_text(record, "prompt", line, allow_empty=True)
+        if isinstance(record.get("completion"), list):
+            _validate_messages(record["completion"], line, "completion", need_assistant=True)
+        else:
+            _require_text(record, "completion", line)
     elif fmt == "prompt_only":
         _validate_turn(record.get("prompt"), line, "prompt")
     elif fmt == "preference":
