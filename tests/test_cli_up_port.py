@@ -26,3 +26,12 @@ def test_up_on_a_taken_port_says_so_at_once(tmp_path: Path) -> None:
     assert f"error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another with --port" \
         in result.stderr
     assert "Ray" not in result.stdout + result.stderr and elapsed < 30
+
+
+def test_a_wildcard_bind_prints_an_address_a_browser_opens() -> None:
+    from services.cli.up import browser_url
+
+    assert browser_url("0.0.0.0", 8000) == "http://127.0.0.1:8000"
+    assert browser_url("::", 8000) == "http://127.0.0.1:8000"
+    assert browser_url("127.0.0.1", 8140) == "http://127.0.0.1:8140"
+    assert browser_url("::1", 8140) == "http://[::1]:8140"

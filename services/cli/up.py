@@ -39,7 +39,10 @@ def up_command(
         instance.start()
         # ray.init installs its own SIGTERM handler (a bare sys.exit); ours must win so SIGTERM stops cleanly too.
         _catch_stop_signals(stop_requested)
-        typer.echo(f"alignd is up: {instance.url}  (dashboard {instance.url}/, API docs {instance.url}/docs)")
+        url = browser_url(host, port)
+        typer.echo(f"alignd is up: {url}  (dashboard {url}/, API docs {url}/docs)")
+        if url != instance.url:
+            typer.echo(f"listening on all interfaces ({host}:{port}); from other machines use this host's address")
         typer.echo(f"API key: {instance.api_key}")
         typer.echo("Ctrl-C stops it.")
         # A timed wait so the main thread regularly returns to the interpreter, where signal handlers run.
@@ -51,6 +54,13 @@ def up_command(
         typer.echo("stopped" if clean else "stopped (Ray did not shut down in time; its processes were killed)")
     # Skip interpreter teardown: Ray's atexit hooks would call ray.shutdown again and can block just like above.
     _exit_now(0)
+
+
+def browser_url(host: str, port: int) -> str:
+    """The address to open: a wildcard bind (0.0.0.0, ::) is reached on this machine through loopback."""
+    if host in ("0.0.0.0", "::", ""):
+        return f"http://127.0.0.1:{port}"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def refuse_if_home_in_use(home: Path) -> None:
