@@ -1,0 +1,48 @@
+"""Every command of the README's command-line table exists with every option the table shows."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def table_commands() -> dict[tuple[str, ...], set[str]]:
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("## Command line"):]
+    block = block[block.index("```text") + 7:block.index("```", block.index("```text") + 7)]
+    commands: dict[tuple[str, ...], set[str]] = {}
+    current: tuple[str, ...] | None = None
+    for line in block.splitlines():
+        usage = re.split(r"\s{2,}", line.strip())[0]  # the usage column; two spaces start the description
+        if usage.startswith("alignd "):
+            words = [word for word in usage.split()[1:] if re.fullmatch(r"[a-z][a-z-]*", word)]
+            current = tuple(words)
+            commands[current] = set()
+        elif not usage.startswith(("[", "--")):
+            continue  # a description line
+        if current is not None:
+            commands[current] |= set(re.findall(r"--[a-z][a-z-]*", usage))
+    return commands
+
+
+COMMANDS = table_commands()
+
+
+def test_the_table_lists_every_command() -> None:
+    assert ("train",) in COMMANDS and ("keys", "revoke") in COMMANDS and len(COMMANDS) >= 12
+    assert COMMANDS[("train",)] >= {"--output-dir", "--max-steps", "--no-resume"}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS), ids=" ".join)
+def test_each_command_takes_the_options_shown(command: tuple[str, ...]) -> None:
+    result = subprocess.run([sys.executable, "-m", "services.cli.main", *command, "--help"], capture_output=True,
+                            text=True, cwd=ROOT, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    missing = [option for option in COMMANDS[command] if option not in result.stdout]
+    assert not missing, f"alignd {' '.join(command)} --help lacks {missing}"
