@@ -248,6 +248,14 @@ def test_dashboard_fits_the_window_and_stops_polling_an_unknown_job(server: dict
             expect(page.locator("polyline[data-series='train_loss']")).to_have_count(0)
             assert page.evaluate("document.documentElement.scrollWidth") <= 1280
             _screenshot(page, tmp_path / "dashboard-wide-checkpoints.png")
+            # A phone-sized window: the title wraps, the tables scroll inside their cards.
+            page.set_viewport_size({"width": 420, "height": 900})
+            expect(page.locator("#checkpoints")).to_contain_text("ckpt-step-5")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 420
+            page.goto(f"{server['url']}/dashboard#/jobs")
+            expect(page.locator(f"tr[data-job-id='{job_id}']")).to_have_count(1)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 420
+            page.set_viewport_size({"width": 1280, "height": 900})
 
             missing = []
             page.on("request", lambda request: missing.append(request.url) if "nosuchjob" in request.url else None)

@@ -76,7 +76,7 @@ export function jobsView() {
     }}, `Show ${PAGE} more`);
   const root = el("div", null,
     el("div", {class: "page-head"}, el("h1", null, "Fine-tuning jobs"), summary),
-    el("div", {class: "card"}, table, empty), el("div", {class: "list-more"}, more));
+    el("div", {class: "card card-scroll-x"}, table, empty), el("div", {class: "list-more"}, more));
   let jobs = [];
 
   async function refresh() {

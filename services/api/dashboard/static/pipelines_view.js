@@ -43,7 +43,7 @@ export function pipelinesView() {
         el("p", {class: "muted"}, "POST /v1/pipelines creates a chain of jobs (SFT → RM → PPO, SFT → DPO).")));
       return;
     }
-    replaceChildren(body, el("div", {class: "card"}, el("table", {class: "table", id: "pipelines-table"},
+    replaceChildren(body, el("div", {class: "card card-scroll-x"}, el("table", {class: "table", id: "pipelines-table"},
       el("thead", null, el("tr", null, ["Pipeline", "Name", "Status", "Stages", "Created"].map((h) => el("th", null, h)))),
       el("tbody", null, pipelines.map((p) => {
         const open = () => { window.location.hash = `#/pipelines/${p.id}`; };
