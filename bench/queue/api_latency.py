@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python -m bench.queue.api_latency [--requests 3000] [--concurrency 50] [--workers 1 2]
                                                    [--baseline REF] [--rounds 2]
+(the third pass's comparison: `--baseline 238b60d --rounds 2`; a round took 6–9 minutes on the loaded 2-core VM)
 Each server runs as a subprocess (uvicorn) on a fresh Postgres database. `--baseline REF` also serves the code
 of git revision REF (exported to a temporary directory, same virtualenv) in the same run, alternating with the
 working tree, so both see the same machine load. Two loads per request type:
@@ -303,7 +304,21 @@ def main() -> None:
                 print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     print(json.dumps({"commit": commit, "cpus": os.cpu_count(), "concurrency": args.concurrency,
                       "load_average_1min_before": load_before, "load_average_1min_after": load_average(),
-                      "runs": runs}, indent=2))
+                      "goal_p99_under_50_ms": _goal(runs), "runs": runs}, indent=2))
+
+
+def _goal(runs: list[dict]) -> dict[str, dict[str, bool]]:
+    """Per server and phase: whether the p99 was under 50 ms (issue 3's goal), so a run answers it at a glance."""
+    goal: dict[str, dict[str, bool]] = {}
+    for run in runs:
+        phases = goal.setdefault(run["server"], {})
+        for phase, result in run.items():
+            if isinstance(result, dict):
+                phases[phase] = phases.get(phase, True) and result["p99_ms"] < GOAL_P99_MS
+    return goal
+
+
+GOAL_P99_MS = 50.0
 
 
 if __name__ == "__main__":
