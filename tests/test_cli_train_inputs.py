@@ -114,3 +114,25 @@ def test_an_output_dir_of_another_spec_is_not_resumed(tmp_path: Path, chat_file:
     fresh = alignd("train", str(dpo), "-o", out, "--no-resume", home=tmp_path / "home", cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr
     assert json.loads((tmp_path / "out" / "result.json").read_text())["method"] == "dpo"
+
+
+@pytest.mark.slow
+def test_home_relative_model_and_data_paths_load(tmp_path: Path, chat_file: Path) -> None:
+    """'~/…' in a spec is the user's home, as in the shell (the loaders would read it literally)."""
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "chat.jsonl").write_text(chat_file.read_text())
+    env = {**os.environ, "HOME": str(tmp_path / "user"), "ALIGND_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "services.cli.main", *args], capture_output=True, text=True,
+                              cwd=tmp_path, env=env, timeout=600)
+
+    assert run("make-tiny-model", str(tmp_path / "user" / "tiny")).returncode == 0
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("method: supervised\nmodel: {name_or_path: ~/tiny}\n"
+                    "data: {train_files: [~/chat.jsonl], max_length: 64}\ntraining: {max_steps: 1}\n")
+    result = run("train", str(spec), "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    recorded = json.loads((tmp_path / "out" / "spec.json").read_text())
+    assert recorded["model"]["name_or_path"] == str(tmp_path / "user" / "tiny")
+    assert recorded["data"]["train_files"] == [str(tmp_path / "user" / "chat.jsonl")]

@@ -119,7 +119,10 @@ def check_spec_inputs(spec: Any) -> None:
     method = spec.method.type
     if method not in IMPLEMENTED_METHODS:
         raise typer.BadParameter(f"method '{method}' has no stage yet; use one of {list(IMPLEMENTED_METHODS)}")
-    _check_model(spec.model.name_or_path)
+    spec.model.name_or_path = _check_model(spec.model.name_or_path)
+    # '~' is the shell's; the loaders would read '~/data.jsonl' literally.
+    spec.data.train_files = [_expand_home(name) for name in spec.data.train_files]
+    spec.data.eval_files = [_expand_home(name) for name in spec.data.eval_files]
     for field, files in (("data.train_files", spec.data.train_files), ("data.eval_files", spec.data.eval_files)):
         for name in files:
             resolved = resolve_data_path(name)
@@ -134,17 +137,23 @@ def check_spec_inputs(spec: Any) -> None:
                 raise typer.BadParameter(f"{field}: {name}: {error}") from None
 
 
-def _check_model(name: str) -> None:
+def _expand_home(name: str) -> str:
+    return os.path.expanduser(name) if name.startswith("~") else name
+
+
+def _check_model(name: str) -> str:
+    """The model name to load: a local folder as an absolute path ('~' expanded), else the name as given."""
     from alignment_core.modeling.tiny import TINY_MODEL_NAME
 
     if name == TINY_MODEL_NAME:
-        return
+        return name
     path = Path(name).expanduser()
     if path.is_dir():
-        return
+        return os.path.abspath(path)
     if path.exists():
         raise typer.BadParameter(f"model.name_or_path: '{name}' is a file; a local model is a folder "
                                  "(config.json and weights)")
     if name.startswith(PATH_PREFIXES) or name.count("/") > 1:
         raise typer.BadParameter(f"model.name_or_path: no model folder '{name}' "
                                  f"(resolved to {os.path.abspath(path)}); a hub id is written 'org/name'")
+    return name
