@@ -54,7 +54,10 @@ def _json_text(value: Any) -> str:
 
 
 class AsyncDatabase:
-    """Runs Core statements for async route handlers; open() and close() in the app's lifespan."""
+    """Runs Core statements for async route handlers; open() and close() in the app's lifespan.
+
+    Not opened (an app driven without its lifespan), statements take the worker-thread path on Postgres too, and
+    notify_workers sends nothing: idle dispatchers then find new jobs at their next poll."""
 
     def __init__(self, engine: Engine, sessions: SessionFactory, pool_size: int = 10):
         self.engine, self.sessions, self.pool_size = engine, sessions, pool_size
