@@ -48,7 +48,8 @@ def run(spec: JobSpec, context: StageContext) -> StageResult:
     set_seed(training.seed)
     device = resolve_device(spec.distribution)
     tokenizer = load_tokenizer(spec.model.name_or_path)
-    policy = load_causal_lm(spec.model, device, trainable=True)
+    # LoRA's initial weights come from the spec's seed (as in sft / dpo): the same spec trains the same in any process.
+    policy = load_causal_lm(spec.model, device, trainable=True, seed=training.seed)
     reference = load_reference(spec.model, policy, device)
     value_model, value_head = build_value(spec, policy, device)
     reward_client = build_reward_client(method.reward, device, handle=getattr(context, "reward_handle", None))
