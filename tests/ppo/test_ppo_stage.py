@@ -71,16 +71,18 @@ STEP_METRICS = (
     "kl_coef",
     "score_mean",
 )
-# One recipe for both reward sources (examples/ppo*.yaml: half the step and kl 0.5 for their wider model).
-# Sampling a little colder than the policy keeps rollouts near the greedy answers the checker judges;
+# One recipe for both reward sources (examples/ppo*.yaml: half the step, kl 0.5 and 32 prompts an update for their
+# wider model). Sampling a little colder than the policy keeps rollouts near the greedy answers the checker judges;
 # unit-variance rewards make one KL coefficient mean the same for the checker's [0, 1] and the reward model's
-# logits; a gentle step and a firm KL keep a learned judge's verdicts valid where the policy goes. The previous
-# recipe (lr 3e-4, kl 0.05 on raw rewards, temperature 1) lost rule satisfaction even with the checker: -0.08 /
-# +0.01 / -0.045 over 48 updates from a 0.53 SFT start (seeds 0 / 1 / 2), -0.035 over 192 updates at
-# temperature 0.7 from this one.
+# logits; a gentle step and a firm KL keep a learned judge's verdicts valid where the policy goes. 64 prompts an
+# update made the gains robust: with 32 (same 96 updates) the trained reward model's ran +0.005 to +0.045 over nine
+# runs and the checker's +0.045 to +0.10; a larger step instead (lr 2e-4 / 3e-4, kl 0.1 to 0.3) let the policy game
+# the reward model (-0.035 to +0.075). The previous recipe (lr 3e-4, kl 0.05 on raw rewards, temperature 1) lost
+# rule satisfaction even with the checker: -0.08 / +0.01 / -0.045 over 48 updates from a 0.53 SFT start (seeds
+# 0 / 1 / 2), -0.035 over 192 updates at temperature 0.7 from this one.
 LEARNING_METHOD = {
     "temperature": 0.7,
-    "rollout_batch_size": 32,
+    "rollout_batch_size": 64,
     "mini_batch_size": 16,
     "ppo_epochs": 2,
     "normalize_rewards": True,
@@ -123,13 +125,12 @@ def test_ppo_with_checker_reward_improves_the_sft_policy(
     assert result.status == "completed" and result.steps == LEARNING_TRAINING["max_steps"]
     assert (tmp_path / "model" / "config.json").exists()
     prompts = held_out_prompts(demo_data)
-    # Measured (200 held-out prompts, SFT start 0.62, PPO seeds 0 / 1 / 2): 0.695 / 0.72 / 0.665, max KL <= 0.62;
-    # 0.68 with SFT trained at seed 1.
+    # Measured (200 held-out prompts, SFT start 0.62, PPO seeds 0 / 1 / 2): 0.735 / 0.715 / 0.73, max KL <= 0.55.
     assert_learned(
         context.history,
         rule_satisfaction_of(sft_model_dir, prompts),
         rule_satisfaction_of(result.model_dir, prompts),
-        min_gain=0.03,
+        min_gain=0.07,
     )
 
 
@@ -147,10 +148,10 @@ def test_ppo_with_trained_reward_model_improves_the_sft_policy(
     right, *degenerate = judge.score([prompt] * len(answers), answers)
     assert right > max(degenerate), (right, degenerate)
 
-    # The reward model's blind spot is the policy's own: sorted answers of the right length with a letter
-    # miscounted ("a b g h h h" for "a a b g h h"); it ranks the right answer above the policy's other mistakes
-    # every time but above these only about 6 times in 10. Rewards normalised to unit variance and a firm KL
-    # coefficient keep PPO from trading the mistakes the judge sees for the ones it does not.
+    # Written near-misses alone left the reward model blind to the policy's own commonest sampled slip: sorted
+    # answers of the right length with a letter miscounted ("a b g h h h" for "a a b g h h"), ranked below the right
+    # answer 48 times in 100. With the SFT model's sampled mistakes among its comparisons (conftest), 78 in 100;
+    # every length mistake, the bulk of the policy's greedy errors, 100 in 100.
     spec = ppo_spec(
         sft_model_dir,
         demo_data["prompts"],
@@ -168,18 +169,14 @@ def test_ppo_with_trained_reward_model_improves_the_sft_policy(
     assert evaluation["eval_reward_mean"] > evaluation["eval_reference_reward_mean"]
     # Judge the policy by the checker too: the reward model's own score could be hacked.
     prompts = held_out_prompts(demo_data)
-    # Measured (200 held-out prompts, SFT start 0.62): PPO seeds 0 / 1 / 2 reach 0.645 / 0.64 / 0.66, max KL <= 0.64;
-    # with SFT and reward model trained at seed 1 (also 0.62), PPO seeds 0 / 1 reach 0.63 / 0.625. A small gain,
-    # under half the checker's: the reward model ranks the policy's miscounted letters near the right answer, and
-    # PPO trades some of the mistakes it sees for those. Other recipes (value from the reward model, temperature
-    # 0.7, seeds 0 / 1): kl 0.1 on raw rewards, 48 updates -0.035 / -0.05; kl 0.1 normalised, 96 updates +0.04 /
-    # -0.015; kl 1.0 on raw rewards at lr 2e-4 +0.01 / -0.03. The bar is the worst of the five runs above: one
-    # problem of 200 more solved.
+    # Measured (200 held-out prompts, SFT start 0.62): PPO seeds 0 / 1 / 2 / 3 / 4 reach 0.695 / 0.725 / 0.695 /
+    # 0.735 / 0.75, max KL <= 0.65. A reward model on the written pairs alone: 0.67 / 0.725 / 0.72 (seeds 0 / 1 / 2);
+    # with 32 prompts an update, +0.005 to +0.045 over nine runs. The bar: ten problems of 200 more solved.
     assert_learned(
         context.history,
         rule_satisfaction_of(sft_model_dir, prompts),
         rule_satisfaction_of(result.model_dir, prompts),
-        min_gain=0.005,
+        min_gain=0.05,
     )
 
 
