@@ -133,6 +133,8 @@ def test_home_relative_model_and_data_paths_load(tmp_path: Path, chat_file: Path
                     "data: {train_files: [~/chat.jsonl], max_length: 64}\ntraining: {max_steps: 1}\n")
     result = run("train", str(spec), "-o", str(tmp_path / "out"))
     assert result.returncode == 0, result.stdout + result.stderr
+    planned = run("plan", str(spec), "--gpu", "T4-16GB")
+    assert planned.returncode == 0 and "fits" in planned.stdout, planned.stdout + planned.stderr
     recorded = json.loads((tmp_path / "out" / "spec.json").read_text())
     assert recorded["model"]["name_or_path"] == str(tmp_path / "user" / "tiny")
     assert recorded["data"]["train_files"] == [str(tmp_path / "user" / "chat.jsonl")]

@@ -27,10 +27,11 @@ def plan_command(
         recommend,
     )
     from alignment_core.planning.recommend import spec_on_gpus
-    from services.cli.spec_file import read_spec_file
+    from services.cli.spec_file import read_spec_file, resolve_model_path
 
     console = Console()
     spec = read_spec_file(spec_path, None)
+    resolve_model_path(spec)
     try:
         card = gpu_info(gpu)
         if gpus is not None:

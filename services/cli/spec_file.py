@@ -119,7 +119,7 @@ def check_spec_inputs(spec: Any) -> None:
     method = spec.method.type
     if method not in IMPLEMENTED_METHODS:
         raise typer.BadParameter(f"method '{method}' has no stage yet; use one of {list(IMPLEMENTED_METHODS)}")
-    spec.model.name_or_path = _check_model(spec.model.name_or_path)
+    resolve_model_path(spec)
     # '~' is the shell's; the loaders would read '~/data.jsonl' literally.
     spec.data.train_files = [_expand_home(name) for name in spec.data.train_files]
     spec.data.eval_files = [_expand_home(name) for name in spec.data.eval_files]
@@ -135,6 +135,11 @@ def check_spec_inputs(spec: Any) -> None:
                 check_method_accepts(method, report.format)
             except DataFormatError as error:
                 raise typer.BadParameter(f"{field}: {name}: {error}") from None
+
+
+def resolve_model_path(spec: Any) -> None:
+    """A local model folder as an absolute path ('~' expanded); a missing folder raises BadParameter."""
+    spec.model.name_or_path = _check_model(spec.model.name_or_path)
 
 
 def _expand_home(name: str) -> str:
