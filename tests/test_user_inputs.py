@@ -69,6 +69,7 @@ def test_json_documents_and_other_encodings_are_refused_with_the_fix(tmp_path):
     array = tmp_path / "array.json"
     array.write_text(json.dumps([CHAT, CHAT]))
     assert "JSON array" in str(rejection(str(array))) and rejection(str(array)).line == 1
+    assert "jq -c '.[]' data.json > data.jsonl" in str(rejection(str(array)))  # the fix the README names
     pretty_array = tmp_path / "pretty.json"
     pretty_array.write_text(json.dumps([CHAT], indent=2))
     assert "JSON array" in str(rejection(str(pretty_array)))

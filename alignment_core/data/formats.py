@@ -170,7 +170,7 @@ def detect_format(record: dict) -> str:
 def validate_record(record: Any, line: int, expected: str = "auto") -> str:
     """Validate one parsed record; returns its format."""
     if not isinstance(record, dict):
-        hint = " (a JSON array: JSONL needs one JSON object per line)" if isinstance(record, list) else ""
+        hint = f" (a JSON array: JSONL needs one JSON object per line; {JQ_FIX})" if isinstance(record, list) else ""
         raise DataFormatError(f"must be a JSON object, got {type(record).__name__}{hint}", line)
     try:
         fmt = detect_format(record) if expected == "auto" else expected
@@ -228,11 +228,14 @@ OTHER_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\x
               b"\xfe\xff": "UTF-16"}
 
 
+JQ_FIX = "jq -c '.[]' data.json > data.jsonl converts it"
+
+
 def _not_jsonl_hint(text: str) -> str:
     """Why a first line that does not parse may be a whole JSON document rather than JSONL."""
     head = text.strip()
     if head.startswith("["):
-        return "; this looks like a JSON array: JSONL needs one JSON object per line"
+        return f"; this looks like a JSON array: JSONL needs one JSON object per line ({JQ_FIX})"
     if head.startswith("{") and not head.endswith("}"):
         return "; this looks like JSON spread over several lines: JSONL needs each record on one line"
     return ""
