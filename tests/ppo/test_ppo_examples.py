@@ -1,10 +1,10 @@
 """The PPO example specs validate, name what the README's pipeline produces, and carry the measured recipe.
 
-The recipe is tests/ppo/test_ppo_stage.py's (LEARNING_METHOD), with half its step and a firmer KL for the
-4-layer, 128-wide demo model: at lr 1e-4 / kl 0.3 that model lost rule satisfaction (0.695 -> 0.605 over 96
-updates, 0.63 over 48). The whole CLI chain (SFT 64 s -> reward model 103 s -> PPO 59 s, plus the CLI's
-held-out evaluations) takes 4-5 minutes on an idle CPU, more than this directory's budget; its measured numbers
-are in examples/ppo.yaml and ppo_checker.yaml.
+The recipe is tests/ppo/test_ppo_stage.py's (LEARNING_METHOD), with half its step, a firmer KL and 32 prompts an
+update (as measured; the tests' 64 not tried here) for the 4-layer, 128-wide demo model: at lr 1e-4 / kl 0.3 that
+model lost rule satisfaction (0.695 -> 0.605 over 96 updates, 0.63 over 48). The whole CLI chain (SFT 64 s ->
+reward model 103 s -> PPO 59 s, plus the CLI's held-out evaluations) takes 4-5 minutes on an idle CPU, more than
+this directory's budget; its measured numbers are in examples/ppo.yaml and ppo_checker.yaml.
 """
 
 from __future__ import annotations
