@@ -8,6 +8,7 @@ and gated or private models may need a token only the workers hold; the worker's
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from huggingface_hub import constants, try_to_load_from_cache
@@ -19,6 +20,9 @@ from services.api.errors import ApiError
 
 # Names written as paths: never hub ids, so they must exist here.
 PATH_PREFIXES = ("/", "~", "./", "../", ".\\", "..\\")
+# OpenAI-hosted models, the first name an OpenAI SDK user types. Bare names like these would pass as hub ids and
+# fail minutes later in the worker's download.
+OPENAI_HOSTED = re.compile(r"^(gpt-|chatgpt-|o\d(-|$)|davinci-|babbage-|text-)", re.IGNORECASE)
 
 
 def _not_found(param: str, message: str) -> ApiError:
@@ -35,6 +39,10 @@ def check_model_name(name: str, param: str) -> str:
         return os.path.abspath(path)
     if path.exists():
         raise _not_found(param, f"'{name}' is a file; a local model is a folder (config.json and weights)")
+    if OPENAI_HOSTED.match(name):
+        raise _not_found(param, f"'{name}' is an OpenAI-hosted model, which cannot be fine-tuned here; use "
+                         f"{TINY_MODEL_NAME}, a local folder or a Hugging Face hub id "
+                         "such as Qwen/Qwen2.5-0.5B-Instruct")
     if name.startswith(PATH_PREFIXES):
         raise _not_found(param, f"no local folder '{name}' (resolved to {os.path.abspath(path)})")
     try:

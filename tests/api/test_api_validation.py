@@ -188,7 +188,8 @@ def test_a_gpu_job_that_cannot_fit_is_refused_before_queueing(server, project_ke
 
 
 @pytest.mark.parametrize("model", ["/no/such/model-folder", "./no-such-folder", "../no/such", "~/no-such-alignd-model",
-                                   "does/not-exist-model", "not a hub id", "org/too/deep", __file__])
+                                   "does/not-exist-model", "not a hub id", "org/too/deep", "gpt-4o-mini-2024-07-18",
+                                   __file__])
 def test_a_model_that_cannot_load_is_refused_at_create(server, project_key, files, model):
     """The tests run with HF_HUB_OFFLINE=1: a hub id that is not in the cache cannot load either."""
     with server.client(project_key) as client:
@@ -202,6 +203,8 @@ def test_a_model_that_cannot_load_is_refused_at_create(server, project_key, file
             assert model in error["message"]
     if model == "does/not-exist-model":
         assert "offline" in error["message"]
+    if model.startswith("gpt-"):  # said at once, online or not: an OpenAI user's first guess
+        assert "OpenAI-hosted" in error["message"]
 
 
 def test_model_names_that_can_load_are_accepted(server, project_key, files, tmp_path, monkeypatch):
