@@ -12,7 +12,7 @@ from services.api.auth import RevocationListener
 from services.api.dashboard import router as dashboard_router
 from services.api.deps import AppContext
 from services.api.errors import install_error_handlers
-from services.api.routes import files, health, jobs, models, pipelines, projects
+from services.api.routes import docs, files, health, jobs, models, pipelines, projects
 from services.settings import Settings, configure_logging, get_settings
 from services.store.async_db import AsyncDatabase
 from services.store.blobs import BlobStore
@@ -37,14 +37,15 @@ def create_app(settings: Settings | None = None, migrate: bool = True) -> FastAP
     with sessions.begin() as session:
         ensure_project(session, DEFAULT_PROJECT)
 
-    app = FastAPI(title="alignd", version="0.1.0", lifespan=_lifespan,
+    # /docs is our own route (services/api/routes/docs.py: no CDN); ReDoc has no offline bundle, so it is off.
+    app = FastAPI(title="alignd", version="0.1.0", lifespan=_lifespan, docs_url=None, redoc_url=None,
                   description="Fine-tuning and alignment jobs behind an OpenAI-shaped API.")
     app.state.alignd = AppContext(settings=settings, engine=engine, sessions=sessions,
                                   blobs=BlobStore(settings.resolved_storage_uri),
                                   db=AsyncDatabase(engine, sessions, pool_size=ASYNC_POOL_SIZE),
                                   read_sessions=read_sessions)
     install_error_handlers(app)
-    for module in (health, files, jobs, pipelines, models, projects):
+    for module in (health, files, jobs, pipelines, models, projects, docs):
         app.include_router(module.router)
     app.include_router(dashboard_router)
     return app

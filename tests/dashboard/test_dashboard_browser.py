@@ -303,3 +303,30 @@ def test_jobs_list_shows_more_than_a_page_on_request(server: dict, running_job: 
             expect(page.locator(f"tr[data-job-id='{running_job['id']}']")).to_have_count(1)  # the oldest job
         finally:
             browser.close()
+
+
+def test_api_docs_render_without_internet(server: dict, tmp_path: Path) -> None:
+    """/docs draws the operations from the package's Swagger UI: every request off this host is refused."""
+    from playwright.sync_api import expect, sync_playwright
+
+    outside: list[str] = []
+
+    def loopback_only(route) -> None:
+        if route.request.url.startswith(server["url"]):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(10_000)
+            page.route("**/*", loopback_only)
+            page.goto(f"{server['url']}/docs")
+            expect(page.locator(".opblock-summary-path", has_text="/v1/fine_tuning/jobs").first).to_be_visible()
+        finally:
+            browser.close()
+    assert outside == []
