@@ -33,7 +33,7 @@ def train_and_finish(trainer: Any, bridge: ContextCallback, spec: JobSpec, conte
     if resume is not None:
         _report_logged_history(context, resume)
         restore_token_count(trainer, resume)
-    if resume is not None and _finished_at(resume):
+    if resume is not None and _finished_at(resume, int(getattr(trainer.args, "max_steps", -1))):
         # The trainer would take one more step from a checkpoint at its last step (a crash between the
         # final checkpoint and recording the outcome); load that state and go straight to finishing.
         from transformers.trainer_callback import TrainerState
@@ -59,13 +59,15 @@ def train_and_finish(trainer: Any, bridge: ContextCallback, spec: JobSpec, conte
                        metrics=bridge.last_train_metrics, eval_metrics=eval_metrics)
 
 
-def _finished_at(checkpoint: Path) -> bool:
-    """Whether the checkpoint was written at the run's last optimizer step."""
+def _finished_at(checkpoint: Path, max_steps: int) -> bool:
+    """Whether the checkpoint was written at the run's last optimizer step: the checkpoint's own last step, and
+    also `max_steps` when this run sets one (a larger --max-steps extends a finished run instead of stopping)."""
     state_file = Path(checkpoint) / "trainer_state.json"
     if not state_file.exists():
         return False
     state = json.loads(state_file.read_text())
-    return state.get("max_steps", 0) > 0 and state.get("global_step", 0) >= state["max_steps"]
+    step = state.get("global_step", 0)
+    return state.get("max_steps", 0) > 0 and step >= state["max_steps"] and (max_steps <= 0 or step >= max_steps)
 
 
 def _report_logged_history(context: StageContext, checkpoint: Path) -> None:

@@ -43,3 +43,15 @@ def test_a_crashed_attempts_unreported_metrics_are_backfilled(tiny_model_dir: Pa
     run_stage(spec, LocalContext(tmp_path))
     steps = {json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()}
     assert steps == {1, 2, 3}
+
+
+def test_a_larger_max_steps_extends_a_finished_run(tiny_model_dir: Path, demo_data: dict, tmp_path: Path) -> None:
+    """Raising max_steps on a finished run's folder trains the extra steps from its last checkpoint."""
+    spec = three_step_spec(tiny_model_dir, demo_data)
+    run_stage(spec, LocalContext(tmp_path))
+    longer = spec.model_copy(update={"training": spec.training.model_copy(update={"max_steps": 5})})
+    extended = run_stage(longer, LocalContext(tmp_path))
+    assert extended.status == "completed" and extended.steps == 5
+    steps = {json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()}
+    assert {4, 5} <= steps
+    assert (tmp_path / "checkpoints" / "checkpoint-5").is_dir()
