@@ -22,11 +22,11 @@ from alignment_core.stages import run_stage
 
 SEQUENCE_LIMITS = {"max_length": 64, "max_prompt_length": 32}
 # Measured on the 64-wide, 2-layer test model (200 held-out problems): 200 steps reach rule satisfaction 0.62
-# (100 steps 0.37, 150 steps 0.53), leaving PPO mistakes to fix. The reward model after 600 steps (about three
-# passes over 2000 written and ~1200 on-policy pairs): held-out pairwise accuracy 0.95 on the written pairs; on
+# (100 steps 0.37, 150 steps 0.53), leaving PPO mistakes to fix. The reward model after 1200 steps (about six
+# passes over 2000 written and ~1200 on-policy pairs): held-out pairwise accuracy 0.985 on the written pairs; on
 # the SFT policy's samples for held-out prompts (T 0.7) it ranks the right answer above every length mistake and
-# above a miscounted letter ("a b g h h h" for "a a b g h h") 78 times in 100 (48 trained on written pairs alone,
-# 88 after 1200 steps, which PPO did not need).
+# above a miscounted letter ("a b g h h h" for "a a b g h h") 88 times in 100 (78 after 600 steps, 48 trained on
+# the written pairs alone). 600 steps served this seed's PPO as well but not seed 1's (see the trained-RM test).
 SFT_TRAINING = {
     "max_steps": 200,
     "batch_size": 16,
@@ -37,7 +37,7 @@ SFT_TRAINING = {
     "seed": 0,
 }
 REWARD_TRAINING = {
-    "max_steps": 600,
+    "max_steps": 1200,
     "batch_size": 16,
     "learning_rate": 1e-3,
     "warmup_ratio": 0.05,
