@@ -169,9 +169,9 @@ def test_ppo_with_trained_reward_model_improves_the_sft_policy(
     assert evaluation["eval_reward_mean"] > evaluation["eval_reference_reward_mean"]
     # Judge the policy by the checker too: the reward model's own score could be hacked.
     prompts = held_out_prompts(demo_data)
-    # Measured (200 held-out prompts, SFT start 0.62, gains): PPO seeds 0 / 1 / 2 +0.09 / +0.07 / +0.075, max KL
-    # <= 0.66; with SFT and reward model trained at seed 1 (also 0.62) +0.045 / +0.055 / +0.045. A 600-step reward
-    # model: +0.075 / +0.105 / +0.075 / +0.115 / +0.13 (PPO seeds 0-4) but +0.03 / +0.025 / +0.06 at seed 1 (144
+    # Measured (200 held-out prompts, SFT start 0.62, gains): PPO seeds 0-4 +0.09 / +0.07 / +0.075 / +0.08 / +0.105,
+    # max KL <= 0.66; with SFT and reward model trained at seed 1 (also 0.62) +0.045 / +0.055 / +0.045. A 600-step
+    # reward model: +0.075 / +0.105 / +0.075 / +0.115 / +0.13 (PPO seeds 0-4) but +0.03 / +0.025 / +0.06 at seed 1 (144
     # updates instead: +0.045 / +0.035); one on the written pairs alone +0.05 / +0.105 / +0.10; with 32 prompts an
     # update, +0.005 to +0.045 over nine runs. The bar, eight problems of 200 more solved, is under every run of
     # this recipe on both SFT / reward-model seeds.
