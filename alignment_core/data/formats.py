@@ -16,7 +16,7 @@ Formats:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,31 +120,30 @@ def split_implicit_prompt(chosen: Any, rejected: Any, line: int | None = None) -
     space that precedes it), as TRL's ``extract_prompt`` does.
     """
     if isinstance(chosen, list) and isinstance(rejected, list):
-        shared = 0
-        while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
-            shared += 1
-        if shared == 0:
-            raise DataFormatError("no 'prompt', and chosen and rejected do not start with the same messages; "
-                                  "add a 'prompt' field", line, "prompt")
-        if shared == len(chosen) or shared == len(rejected):
-            raise DataFormatError("no 'prompt', and one side holds nothing after the messages both share",
-                                  line, "chosen" if shared == len(chosen) else "rejected")
-        return chosen[:shared], chosen[shared:], rejected[shared:]
-    if isinstance(chosen, str) and isinstance(rejected, str):
-        shared = 0
-        while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
-            shared += 1
+        shared, unit = _common_prefix_length(chosen, rejected), "messages"
+        nothing_shared = shared == 0
+    elif isinstance(chosen, str) and isinstance(rejected, str):
+        shared, unit = _common_prefix_length(chosen, rejected), "text"
         if shared > 0 and chosen[shared - 1] == " ":
             shared -= 1  # the space belongs to the answer, as in TRL
-        if not chosen[:shared].strip():
-            raise DataFormatError("no 'prompt', and chosen and rejected do not start with the same text; "
-                                  "add a 'prompt' field", line, "prompt")
-        if shared == len(chosen) or shared == len(rejected):
-            raise DataFormatError("no 'prompt', and one side holds nothing after the text both share",
-                                  line, "chosen" if shared == len(chosen) else "rejected")
-        return chosen[:shared], chosen[shared:], rejected[shared:]
-    raise DataFormatError("no 'prompt': chosen and rejected must then both be strings or both message lists",
-                          line, "prompt")
+        nothing_shared = not chosen[:shared].strip()
+    else:
+        raise DataFormatError("no 'prompt': chosen and rejected must then both be strings or both message lists",
+                              line, "prompt")
+    if nothing_shared:
+        raise DataFormatError(f"no 'prompt', and chosen and rejected do not start with the same {unit}; "
+                              "add a 'prompt' field", line, "prompt")
+    if shared == len(chosen) or shared == len(rejected):
+        raise DataFormatError(f"no 'prompt', and one side holds nothing after the {unit} both share",
+                              line, "chosen" if shared == len(chosen) else "rejected")
+    return chosen[:shared], chosen[shared:], rejected[shared:]
+
+
+def _common_prefix_length(first: Sequence[Any], second: Sequence[Any]) -> int:
+    shared = 0
+    while shared < min(len(first), len(second)) and first[shared] == second[shared]:
+        shared += 1
+    return shared
 
 
 def detect_format(record: dict) -> str:
