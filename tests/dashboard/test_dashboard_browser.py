@@ -15,7 +15,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -116,6 +118,24 @@ def pipeline(server: dict, running_job: dict, tmp_path_factory: pytest.TempPathF
     return created.json()
 
 
+@contextmanager
+def _chromium_page(tmp_path: Path, viewport: dict[str, int] | None = None) -> Iterator[Any]:
+    """A page in headless Debian Chromium with its own profile under `tmp_path`; closed on the way out."""
+    from playwright.sync_api import sync_playwright
+
+    options = {"viewport": viewport} if viewport else {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+            **options)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(10_000)
+            yield page
+        finally:
+            browser.close()
+
+
 def _screenshot(page, path: Path) -> None:
     """Save a full-page PNG; copy it to $ALIGND_SCREENSHOT_DIR when set, to look at the page by eye."""
     page.screenshot(path=str(path), full_page=True)
@@ -129,91 +149,83 @@ def _metrics_at(step: int) -> dict[str, float]:
 
 def test_dashboard_shows_live_curves_and_cancels_a_job(server: dict, running_job: dict, pipeline: dict,
                                                        tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from services.store import queue
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver")
     job_id, sessions = running_job["id"], running_job["sessions"]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1360, "height": 1100})
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(10_000)
-            page.on("dialog", lambda dialog: dialog.accept())  # the cancel confirmation
-            page.goto(f"{server['url']}/")  # the redirect lands on the dashboard
+    with _chromium_page(tmp_path, viewport={"width": 1360, "height": 1100}) as page:
+        page.on("dialog", lambda dialog: dialog.accept())  # the cancel confirmation
+        page.goto(f"{server['url']}/")  # the redirect lands on the dashboard
 
-            # A wrong key is refused and the dialog stays; the right one is kept in localStorage.
-            expect(page.locator("#key-dialog")).to_be_visible()
-            page.fill("#key-input", "sk-wrong")
-            page.click("#key-save")
-            expect(page.locator("#key-error")).to_contain_text("not accepted")
-            page.fill("#key-input", ADMIN_KEY)
-            page.click("#key-save")
-            expect(page.locator("#key-dialog")).to_be_hidden()
-            assert page.evaluate("localStorage.getItem('alignd.apiKey')") == ADMIN_KEY
+        # A wrong key is refused and the dialog stays; the right one is kept in localStorage.
+        expect(page.locator("#key-dialog")).to_be_visible()
+        page.fill("#key-input", "sk-wrong")
+        page.click("#key-save")
+        expect(page.locator("#key-error")).to_contain_text("not accepted")
+        page.fill("#key-input", ADMIN_KEY)
+        page.click("#key-save")
+        expect(page.locator("#key-dialog")).to_be_hidden()
+        assert page.evaluate("localStorage.getItem('alignd.apiKey')") == ADMIN_KEY
 
-            row = page.locator(f"tr[data-job-id='{job_id}']")
-            expect(row.locator(".job-status")).to_have_text("running")
-            expect(row).to_contain_text("supervised")
-            expect(row).to_contain_text("alignd-tiny")
-            row.click()
+        row = page.locator(f"tr[data-job-id='{job_id}']")
+        expect(row.locator(".job-status")).to_have_text("running")
+        expect(row).to_contain_text("supervised")
+        expect(row).to_contain_text("alignd-tiny")
+        row.click()
 
-            loss_line = page.locator("[data-chart='Loss'] polyline[data-series='loss']")
-            expect(loss_line).to_have_attribute("data-points", str(FIRST_STEPS))
-            assert len(loss_line.get_attribute("points").split()) == FIRST_STEPS
-            expect(page.locator("[data-chart='Learning rate'] polyline")).to_have_attribute(
-                "data-points", str(FIRST_STEPS))
-            expect(page.locator("#checkpoints")).to_contain_text("ckpt-step-10")
-            expect(page.locator("#events")).to_contain_text("Checkpoint saved at step 10")
+        loss_line = page.locator("[data-chart='Loss'] polyline[data-series='loss']")
+        expect(loss_line).to_have_attribute("data-points", str(FIRST_STEPS))
+        assert len(loss_line.get_attribute("points").split()) == FIRST_STEPS
+        expect(page.locator("[data-chart='Learning rate'] polyline")).to_have_attribute(
+            "data-points", str(FIRST_STEPS))
+        expect(page.locator("#checkpoints")).to_contain_text("ckpt-step-10")
+        expect(page.locator("#events")).to_contain_text("Checkpoint saved at step 10")
 
-            # Steps reported while the page is open appear through the 2 s poll, without a reload.
-            for step in range(FIRST_STEPS + 1, FIRST_STEPS + MORE_STEPS + 1):
-                queue.record_metrics(sessions, job_id, step, _metrics_at(step))
-            expect(loss_line).to_have_attribute("data-points", str(FIRST_STEPS + MORE_STEPS))
-            expect(page.locator("#live-indicator")).to_be_visible()
-            _screenshot(page, tmp_path / "dashboard-job.png")
+        # Steps reported while the page is open appear through the 2 s poll, without a reload.
+        for step in range(FIRST_STEPS + 1, FIRST_STEPS + MORE_STEPS + 1):
+            queue.record_metrics(sessions, job_id, step, _metrics_at(step))
+        expect(loss_line).to_have_attribute("data-points", str(FIRST_STEPS + MORE_STEPS))
+        expect(page.locator("#live-indicator")).to_be_visible()
+        _screenshot(page, tmp_path / "dashboard-job.png")
 
-            # Cancel: the API flags the running job, the worker acknowledges, the page follows.
-            page.click("#action-cancel")
-            expect(page.locator("#job-status")).to_contain_text("cancel requested")
-            expect(page.locator("#action-cancel")).to_be_disabled()
-            flags = queue.renew_lease(sessions, job_id, WORKER, running_job["attempt"], 600)
-            assert flags.cancel_requested
-            queue.mark_cancelled(sessions, job_id, WORKER)
-            expect(page.locator("#job-status .badge")).to_have_text("cancelled")
-            expect(page.locator("#action-cancel")).to_be_disabled()
-            expect(page.locator("#action-resume")).to_be_disabled()
+        # Cancel: the API flags the running job, the worker acknowledges, the page follows.
+        page.click("#action-cancel")
+        expect(page.locator("#job-status")).to_contain_text("cancel requested")
+        expect(page.locator("#action-cancel")).to_be_disabled()
+        flags = queue.renew_lease(sessions, job_id, WORKER, running_job["attempt"], 600)
+        assert flags.cancel_requested
+        queue.mark_cancelled(sessions, job_id, WORKER)
+        expect(page.locator("#job-status .badge")).to_have_text("cancelled")
+        expect(page.locator("#action-cancel")).to_be_disabled()
+        expect(page.locator("#action-resume")).to_be_disabled()
 
-            page.click("a[href='#/jobs']")
-            expect(page.locator(f"tr[data-job-id='{job_id}'] .job-status")).to_have_text("cancelled")
-            _screenshot(page, tmp_path / "dashboard-jobs.png")
+        page.click("a[href='#/jobs']")
+        expect(page.locator(f"tr[data-job-id='{job_id}'] .job-status")).to_have_text("cancelled")
+        _screenshot(page, tmp_path / "dashboard-jobs.png")
 
-            # Pipelines: listed (gathered from the jobs), and one shows its stages in order.
-            page.click("a[data-nav='pipelines']")
-            page.click(f"#pipelines-table a[href='#/pipelines/{pipeline['id']}']")
-            stages = page.locator(".stage-card")
-            expect(stages).to_have_count(2)
-            expect(stages.nth(0)).to_contain_text("supervised")
-            expect(stages.nth(1)).to_contain_text("dpo")
-            expect(stages.nth(1)).to_contain_text(f"from ft:alignd-tiny:{pipeline['job_ids'][0]}")
-            expect(page.locator(".page-head")).to_contain_text("sft-then-dpo")
-            _screenshot(page, tmp_path / "dashboard-pipeline.png")
-            stages.nth(1).click()
-            expect(page.locator("#job-status .badge")).to_have_text("queued")
-            expect(page.locator("#charts")).to_contain_text("No metrics reported yet")
-        finally:
-            browser.close()
+        # Pipelines: listed (gathered from the jobs), and one shows its stages in order.
+        page.click("a[data-nav='pipelines']")
+        page.click(f"#pipelines-table a[href='#/pipelines/{pipeline['id']}']")
+        stages = page.locator(".stage-card")
+        expect(stages).to_have_count(2)
+        expect(stages.nth(0)).to_contain_text("supervised")
+        expect(stages.nth(1)).to_contain_text("dpo")
+        expect(stages.nth(1)).to_contain_text(f"from ft:alignd-tiny:{pipeline['job_ids'][0]}")
+        expect(page.locator(".page-head")).to_contain_text("sft-then-dpo")
+        _screenshot(page, tmp_path / "dashboard-pipeline.png")
+        stages.nth(1).click()
+        expect(page.locator("#job-status .badge")).to_have_text("queued")
+        expect(page.locator("#charts")).to_contain_text("No metrics reported yet")
 
 
 def test_dashboard_fits_the_window_and_stops_polling_an_unknown_job(server: dict, running_job: dict,
                                                                     tmp_path: Path) -> None:
     """A real SFT checkpoint's many metric columns scroll inside their card (the page keeps the window's width);
     the trainer's end-of-run train_loss is not drawn as a curve; an unknown job id is asked for once."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from services.store import queue
 
@@ -231,49 +243,41 @@ def test_dashboard_fits_the_window_and_stops_polling_an_unknown_job(server: dict
     wide = {"loss": 1.5, "train_mean_token_accuracy": 0.25, "valid_loss": 1.7, "entropy": 6.1, "grad_norm": 2.0}
     queue.record_checkpoint(sessions, job_id, 5, "/tmp/ft:alignd-tiny:" + "x" * 60, wide)
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1280, "height": 900})
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(10_000)
-            page.goto(f"{server['url']}/dashboard")
-            page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
-            page.goto(f"{server['url']}/dashboard#/jobs/{job_id}")
-            page.reload()
-            expect(page.locator("#checkpoints")).to_contain_text("ckpt-step-5")
-            loss_line = page.locator("[data-chart='Loss'] polyline[data-series='loss']")
-            expect(loss_line).to_have_attribute("data-points", "5")
-            expect(page.locator("polyline[data-series='train_loss']")).to_have_count(0)
-            assert page.evaluate("document.documentElement.scrollWidth") <= 1280
-            _screenshot(page, tmp_path / "dashboard-wide-checkpoints.png")
-            # A phone-sized window: the title wraps, the tables scroll inside their cards.
-            page.set_viewport_size({"width": 420, "height": 900})
-            expect(page.locator("#checkpoints")).to_contain_text("ckpt-step-5")
-            assert page.evaluate("document.documentElement.scrollWidth") <= 420
-            page.goto(f"{server['url']}/dashboard#/jobs")
-            expect(page.locator(f"tr[data-job-id='{job_id}']")).to_have_count(1)
-            assert page.evaluate("document.documentElement.scrollWidth") <= 420
-            page.set_viewport_size({"width": 1280, "height": 900})
+    with _chromium_page(tmp_path, viewport={"width": 1280, "height": 900}) as page:
+        page.goto(f"{server['url']}/dashboard")
+        page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
+        page.goto(f"{server['url']}/dashboard#/jobs/{job_id}")
+        page.reload()
+        expect(page.locator("#checkpoints")).to_contain_text("ckpt-step-5")
+        loss_line = page.locator("[data-chart='Loss'] polyline[data-series='loss']")
+        expect(loss_line).to_have_attribute("data-points", "5")
+        expect(page.locator("polyline[data-series='train_loss']")).to_have_count(0)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+        _screenshot(page, tmp_path / "dashboard-wide-checkpoints.png")
+        # A phone-sized window: the title wraps, the tables scroll inside their cards.
+        page.set_viewport_size({"width": 420, "height": 900})
+        expect(page.locator("#checkpoints")).to_contain_text("ckpt-step-5")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 420
+        page.goto(f"{server['url']}/dashboard#/jobs")
+        expect(page.locator(f"tr[data-job-id='{job_id}']")).to_have_count(1)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 420
+        page.set_viewport_size({"width": 1280, "height": 900})
 
-            missing = []
-            page.on("request", lambda request: missing.append(request.url) if "nosuchjob" in request.url else None)
-            page.goto(f"{server['url']}/dashboard#/jobs/ftjob-nosuchjob")
-            expect(page.locator(".alert-error")).to_contain_text("Not found")
-            page.wait_for_timeout(5000)  # two poll intervals and more
-            assert len(missing) == 4, missing  # one round: the job, its metrics, events and checkpoints
-            page.goto(f"{server['url']}/dashboard#/pipelines/pipe-nosuchjob")
-            expect(page.locator(".alert-error")).to_contain_text("Not found")
-            page.wait_for_timeout(5000)
-            assert len(missing) == 5, missing
-        finally:
-            browser.close()
+        missing = []
+        page.on("request", lambda request: missing.append(request.url) if "nosuchjob" in request.url else None)
+        page.goto(f"{server['url']}/dashboard#/jobs/ftjob-nosuchjob")
+        expect(page.locator(".alert-error")).to_contain_text("Not found")
+        page.wait_for_timeout(5000)  # two poll intervals and more
+        assert len(missing) == 4, missing  # one round: the job, its metrics, events and checkpoints
+        page.goto(f"{server['url']}/dashboard#/pipelines/pipe-nosuchjob")
+        expect(page.locator(".alert-error")).to_contain_text("Not found")
+        page.wait_for_timeout(5000)
+        assert len(missing) == 5, missing
 
 
 def test_jobs_list_shows_more_than_a_page_on_request(server: dict, running_job: dict, tmp_path: Path) -> None:
     """Past 100 jobs the list says so and a button shows the next hundred (oldest jobs stay reachable)."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
@@ -284,30 +288,23 @@ def test_jobs_list_shows_more_than_a_page_on_request(server: dict, running_job: 
         total = len(client.get("/v1/fine_tuning/jobs", params={"limit": 1000}).json()["data"])
     assert 100 < total <= 200
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(10_000)
-            page.goto(f"{server['url']}/dashboard")
-            page.fill("#key-input", f"Bearer {ADMIN_KEY}")  # as copied from a curl command
-            page.click("#key-save")
-            expect(page.locator("#key-dialog")).to_be_hidden()
-            rows = page.locator("#jobs-table tbody tr")
-            expect(rows).to_have_count(100)
-            expect(page.locator(".summary")).to_contain_text("newest 100 shown")
-            page.click("#jobs-more")
-            expect(rows).to_have_count(total)
-            expect(page.locator("#jobs-more")).to_be_hidden()
-            expect(page.locator(f"tr[data-job-id='{running_job['id']}']")).to_have_count(1)  # the oldest job
-        finally:
-            browser.close()
+    with _chromium_page(tmp_path) as page:
+        page.goto(f"{server['url']}/dashboard")
+        page.fill("#key-input", f"Bearer {ADMIN_KEY}")  # as copied from a curl command
+        page.click("#key-save")
+        expect(page.locator("#key-dialog")).to_be_hidden()
+        rows = page.locator("#jobs-table tbody tr")
+        expect(rows).to_have_count(100)
+        expect(page.locator(".summary")).to_contain_text("newest 100 shown")
+        page.click("#jobs-more")
+        expect(rows).to_have_count(total)
+        expect(page.locator("#jobs-more")).to_be_hidden()
+        expect(page.locator(f"tr[data-job-id='{running_job['id']}']")).to_have_count(1)  # the oldest job
 
 
 def test_api_docs_render_without_internet(server: dict, tmp_path: Path) -> None:
     """/docs draws the operations from the package's Swagger UI: every request off this host is refused."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     outside: list[str] = []
 
@@ -318,15 +315,8 @@ def test_api_docs_render_without_internet(server: dict, tmp_path: Path) -> None:
             outside.append(route.request.url)
             route.abort()
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(10_000)
-            page.route("**/*", loopback_only)
-            page.goto(f"{server['url']}/docs")
-            expect(page.locator(".opblock-summary-path", has_text="/v1/fine_tuning/jobs").first).to_be_visible()
-        finally:
-            browser.close()
+    with _chromium_page(tmp_path) as page:
+        page.route("**/*", loopback_only)
+        page.goto(f"{server['url']}/docs")
+        expect(page.locator(".opblock-summary-path", has_text="/v1/fine_tuning/jobs").first).to_be_visible()
     assert outside == []
