@@ -25,12 +25,8 @@ import math
 from dataclasses import dataclass, field
 
 from alignment_core.planning.gpus import GIB, GpuInfo, gpu_info
-from alignment_core.planning.model_shape import (
-    ModelConfigUnavailable,
-    ModelShape,
-    is_lora_target,
-    read_model_shape,
-)
+from alignment_core.planning.model_shape import ModelConfigUnavailable, ModelShape, is_lora_target
+from alignment_core.planning.shape_source import ShapeOverrides, resolve_model_shape
 from alignment_core.specs import JobSpec
 
 # CUDA context, cuBLAS and NCCL workspaces: present whatever the model.
@@ -68,6 +64,7 @@ class MemoryEstimate:
     trainable_params: int
     gpu: GpuInfo
     notes: tuple[str, ...] = field(default=())
+    model_source: str = ""  # where the model's shape came from (shape_source)
 
     @property
     def total(self) -> int:
@@ -99,6 +96,7 @@ class MemoryEstimate:
             "sequence_length": self.sequence_length,
             "total_params": self.total_params,
             "trainable_params": self.trainable_params,
+            "model_source": self.model_source,
             "notes": list(self.notes),
         }
 
@@ -131,8 +129,12 @@ def gpu_count(spec: JobSpec) -> int:
     return max(1, math.ceil(spec.distribution.num_workers * per_worker))
 
 
-def estimate_memory(spec: JobSpec, gpu: GpuInfo | str = "H100-80GB", fused_loss: bool | None = None) -> MemoryEstimate:
+def estimate_memory(spec: JobSpec, gpu: GpuInfo | str = "H100-80GB", fused_loss: bool | None = None,
+                    overrides: ShapeOverrides | None = None) -> MemoryEstimate:
     """Per-GPU memory of `spec` on `gpu` (see the module docstring for what is counted).
+
+    The policy's shape comes from shape_source: its config on disk, the table of known architectures, the
+    hub, or `overrides` (which also change a found shape).
 
     `fused_loss`: the stage computes SFT / DPO losses with Liger's fused linear cross-entropy, which never
     holds the logits; None assumes so when liger_kernel is installed (workers share this image).
@@ -140,7 +142,7 @@ def estimate_memory(spec: JobSpec, gpu: GpuInfo | str = "H100-80GB", fused_loss:
     gpu = gpu_info(gpu)
     method = method_name(spec)
     policy_kind = "sequence_scorer" if spec.method_type == "reward_model" else "causal_lm"
-    shape = read_model_shape(spec.model.name_or_path, policy_kind)
+    shape = resolve_model_shape(spec.model.name_or_path, policy_kind, overrides)
     weight_bytes = FP32 if spec.model.dtype == "float32" or (spec.model.dtype == "auto" and not gpu.bf16) else 2
     dist = spec.distribution
     num_gpus = gpu_count(spec)
@@ -169,7 +171,7 @@ def estimate_memory(spec: JobSpec, gpu: GpuInfo | str = "H100-80GB", fused_loss:
         else:
             notes.append("reference = the policy with adapters disabled (no second copy)")
     if spec.method_type == "ppo":
-        scorer_shape = read_model_shape(spec.model.name_or_path, "sequence_scorer")
+        scorer_shape = resolve_model_shape(spec.model.name_or_path, "sequence_scorer", overrides)
         if spec.method.value_model == "separate":
             total.add(_model_footprint(spec, scorer_shape, weight_bytes, True, deepspeed, scorer=True))
             notes.append("value model: a second scorer trained like the policy")
@@ -247,6 +249,7 @@ def estimate_memory(spec: JobSpec, gpu: GpuInfo | str = "H100-80GB", fused_loss:
         trainable_params=policy.trainable,
         gpu=gpu,
         notes=tuple(notes),
+        model_source=shape.source,
     )
 
 
@@ -310,7 +313,7 @@ def _bucket_elements(trained_params: int) -> int:
 
 def _reward_shape(spec: JobSpec, fallback: ModelShape, notes: list[str]) -> ModelShape:
     try:
-        return read_model_shape(spec.method.reward.model, "sequence_scorer")
+        return resolve_model_shape(spec.method.reward.model, "sequence_scorer")
     except ModelConfigUnavailable:
         notes.append("reward model config not readable here: assumed shaped like the policy")
         return fallback

@@ -37,6 +37,7 @@ class ModelShape:
     num_heads: int
     kv_dim: int  # key (= value) width per token per layer, for the KV cache
     vocab_size: int
+    source: str = ""  # where the config came from, for the planner's output
 
     @property
     def linear_params(self) -> int:
@@ -66,8 +67,7 @@ def is_lora_target(name: str, target_modules: list[str] | str) -> bool:
 @functools.lru_cache(maxsize=32)
 def read_model_shape(name_or_path: str, kind: ModelKind = "causal_lm") -> ModelShape:
     """The shape of the model behind `name_or_path` (adapter folders: their base architecture)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     source = config_source(name_or_path)
     try:
@@ -76,11 +76,22 @@ def read_model_shape(name_or_path: str, kind: ModelKind = "causal_lm") -> ModelS
         raise ModelConfigUnavailable(
             f"model.name_or_path '{name_or_path}': cannot read its config ({error})"
         ) from error
+    return shape_from_config(config, kind, source=f"config.json of {source}")
+
+
+def shape_from_config(config, kind: ModelKind = "causal_lm", source: str = "") -> ModelShape:
+    """Count a transformers config's parameters and list its linear layers by building it on the meta device."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
     if kind == "sequence_scorer":
         config.num_labels = 1
     model_class = AutoModelForSequenceClassification if kind == "sequence_scorer" else AutoModelForCausalLM
-    with torch.device("meta"):
-        model = model_class.from_config(config)
+    try:
+        with torch.device("meta"):
+            model = model_class.from_config(config)
+    except ValueError as error:  # an architecture this transformers cannot build (remote code, too new)
+        raise ModelConfigUnavailable(f"cannot build a {config.model_type} model from its config ({error})") from error
 
     linears, head_params = [], 0
     for name, module in model.named_modules():
@@ -106,6 +117,7 @@ def read_model_shape(name_or_path: str, kind: ModelKind = "causal_lm") -> ModelS
         num_heads=heads,
         kv_dim=kv_heads * head_dim,
         vocab_size=text_config.vocab_size,
+        source=source,
     )
 
 

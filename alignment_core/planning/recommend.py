@@ -14,6 +14,7 @@ from typing import Any
 
 from alignment_core.planning.gpus import GIB, GpuInfo, gpu_info
 from alignment_core.planning.memory import MemoryEstimate, estimate_memory, gpu_count, method_name
+from alignment_core.planning.shape_source import ShapeOverrides
 from alignment_core.specs import JobSpec, LoraSpec, QuantizationSpec
 
 METHOD_LABELS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (4-bit NF4)"}
@@ -45,11 +46,13 @@ class Recommendation:
 
 
 def recommend(
-    spec: JobSpec, gpus: int | None = None, gpu: GpuInfo | str = "H100-80GB", keep_method: bool = False
+    spec: JobSpec, gpus: int | None = None, gpu: GpuInfo | str = "H100-80GB", keep_method: bool = False,
+    overrides: ShapeOverrides | None = None,
 ) -> Recommendation:
     """The first set-up of the decision tree that fits `gpus` x `gpu`; raises ModelDoesNotFit if none does.
 
-    `keep_method` starts the tree at the spec's own method (a LoRA spec is never turned into full).
+    `keep_method` starts the tree at the spec's own method (a LoRA spec is never turned into full);
+    `overrides` give or change the model's shape (shape_source).
     """
     gpu = gpu_info(gpu)
     num_gpus = gpus if gpus is not None else max(gpu_count(spec), 1)
@@ -59,7 +62,7 @@ def recommend(
     reasons: list[str] = []
     smallest: MemoryEstimate | None = None
 
-    as_given = estimate_memory(spec_on_gpus(spec, num_gpus), gpu)
+    as_given = estimate_memory(spec_on_gpus(spec, num_gpus), gpu, overrides=overrides)
     if as_given.fits:
         reasons.append(f"the spec as given fits: {_gib(as_given.total)} of {_gib(gpu.memory_bytes)} per GPU")
 
@@ -71,7 +74,7 @@ def recommend(
     for method, layouts in stages:
         best_for_method: MemoryEstimate | None = None
         for candidate in _candidates(spec, method, layouts, num_gpus):
-            estimate = estimate_memory(candidate, gpu)
+            estimate = estimate_memory(candidate, gpu, overrides=overrides)
             if estimate.fits:
                 reasons.append(_why(estimate, gpu))
                 return _recommendation(candidate, estimate, reasons)
@@ -97,19 +100,22 @@ def recommend(
     )
 
 
-def check_fits(spec: JobSpec, gpu: GpuInfo | str = "H100-80GB") -> MemoryEstimate:
-    """Admission control: the spec's estimate if it fits each GPU, else ModelDoesNotFit with advice."""
+def check_fits(spec: JobSpec, gpu: GpuInfo | str = "H100-80GB",
+               overrides: ShapeOverrides | None = None) -> MemoryEstimate:
+    """Admission control: the spec's estimate if it fits each GPU, else ModelDoesNotFit with advice. The
+    model's shape comes from the same sources as `alignd plan`'s (shape_source)."""
     gpu = gpu_info(gpu)
-    estimate = estimate_memory(spec, gpu)
+    estimate = estimate_memory(spec, gpu, overrides=overrides)
     if estimate.fits:
         return estimate
     try:
-        advice = recommend(spec, gpus=estimate.num_gpus, gpu=gpu, keep_method=False)
+        advice = recommend(spec, gpus=estimate.num_gpus, gpu=gpu, keep_method=False, overrides=overrides)
         hint = f"; it would fit as: {_describe(advice.estimate)} ({_gib(advice.estimate.total)})"
     except ModelDoesNotFit as error:
         hint = f"; {error}"
     raise ModelDoesNotFit(
-        f"model '{spec.model.name_or_path}' with {_describe(estimate)} needs {_gib(estimate.total)} per GPU "
+        f"model '{spec.model.name_or_path}' ({estimate.total_params / 1e9:.2f}B parameters; shape from "
+        f"{estimate.model_source}) with {_describe(estimate)} needs {_gib(estimate.total)} per GPU "
         f"but a {gpu.name} has {_gib(gpu.memory_bytes)}{hint}",
         required_bytes=estimate.total,
         available_bytes=gpu.memory_bytes,
