@@ -223,3 +223,11 @@ def test_trl_conversational_prompt_completion(tmp_path, tokenizer):
     no_answer = {"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "user", "content": "x"}]}
     error = rejection(write_lines(tmp_path / "bad.jsonl", [no_answer]))
     assert error.field == "completion" and "assistant" in str(error)
+
+
+def test_json_nested_past_the_parsers_depth_is_a_format_error_naming_the_line(tmp_path):
+    # A recursion error escaped from the upload's validation as a 500 and dropped the client's connection.
+    path = tmp_path / "deep.jsonl"
+    path.write_text(json.dumps(CHAT) + "\n" + '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    error = rejection(str(path))
+    assert error.line == 2 and "nested too deeply" in str(error)

@@ -295,6 +295,9 @@ def iter_jsonl(lines: Iterable[str | bytes]) -> Iterator[tuple[int, Any]]:
         except json.JSONDecodeError as error:
             hint = _not_jsonl_hint(raw) if number == 1 else ""
             raise DataFormatError(f"invalid JSON: {error.msg} at column {error.colno}{hint}", number) from None
+        except RecursionError:
+            # The parser recurses per bracket: a few thousand nested arrays would otherwise escape as a crash.
+            raise DataFormatError("invalid JSON: nested too deeply", number) from None
         if isinstance(record, dict) and "conversations" in record and "messages" not in record:
             record = sharegpt_as_messages(record, number)
         yield number, record
