@@ -54,6 +54,8 @@ def test_inputs_are_checked_before_the_model_loads(tmp_path: Path, chat_file: Pa
     cases = {
         "model: {name_or_path: ./no-such-model}": "model.name_or_path: no model folder './no-such-model'",
         "model: {name_or_path: runs/sft/model}": "no model folder 'runs/sft/model'",
+        # Windows spelling: the API's rule too (alignment_core.modeling.model_names), not a hub id.
+        "model: {name_or_path: '..\\models\\sft'}": "no model folder '..\\models\\sft'",
     }
     for model, expected in cases.items():
         spec = tmp_path / "spec.yaml"

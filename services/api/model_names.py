@@ -15,11 +15,10 @@ from huggingface_hub import constants, try_to_load_from_cache
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from alignment_core.modeling.model_names import PATH_PREFIXES
 from alignment_core.modeling.tiny import TINY_MODEL_NAME
 from services.api.errors import ApiError
 
-# Names written as paths: never hub ids, so they must exist here.
-PATH_PREFIXES = ("/", "~", "./", "../", ".\\", "..\\")
 # OpenAI-hosted models, the first name an OpenAI SDK user types. Bare names like these would pass as hub ids and
 # fail minutes later in the worker's download.
 OPENAI_HOSTED = re.compile(r"^(gpt-|chatgpt-|o\d(-|$)|davinci-|babbage-|text-)", re.IGNORECASE)

@@ -19,10 +19,10 @@ import typer
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from alignment_core.modeling.model_names import written_as_path
+
 # What people call the methods (TRL's trainer names, papers), and the method type each means.
 METHOD_ALIASES = {"sft": "supervised", "rm": "reward_model", "reward": "reward_model", "rlhf": "ppo"}
-# Names written as paths (never hub ids), and the sign of a path: a hub id has at most one '/'.
-PATH_PREFIXES = ("/", "~", "./", "../")
 
 
 def read_spec_file(path: Path, max_steps: int | None) -> Any:
@@ -158,7 +158,7 @@ def _check_model(name: str) -> str:
     if path.exists():
         raise typer.BadParameter(f"model.name_or_path: '{name}' is a file; a local model is a folder "
                                  "(config.json and weights)")
-    if name.startswith(PATH_PREFIXES) or name.count("/") > 1:
+    if written_as_path(name):
         raise typer.BadParameter(f"model.name_or_path: no model folder '{name}' "
                                  f"(resolved to {os.path.abspath(path)}); a hub id is written 'org/name'")
     return name
