@@ -215,6 +215,14 @@ def _make_trainable(model: Any, spec: ModelSpec, kind: ModelKind) -> Any:
         model = get_peft_model(model, lora_config(spec.lora, task_type))
         # Record the name the user gave (absolute for folders), so the saved adapter finds its base.
         model.peft_config["default"].base_model_name_or_path = stable_model_name(spec.name_or_path)
+    from alignment_core.stages.performance import graphed_checkpointing
+
+    if graphed_checkpointing(spec, next(model.parameters()).device):
+        from alignment_core.modeling.graphed_layers import install_graphed_checkpointing
+
+        # Launch-bound QLoRA steps: each checkpointed layer replays CUDA graphs (the trainer is told not to
+        # re-enable torch's checkpoint function, performance.training_overrides).
+        install_graphed_checkpointing(model)
     model.train()
     return model
 

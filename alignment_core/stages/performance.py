@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from alignment_core.specs import JobSpec
+from alignment_core.specs import JobSpec, ModelSpec
 
 
 def _installed(module: str) -> bool:
@@ -92,6 +92,11 @@ def training_overrides(spec: JobSpec, device: Any) -> dict[str, Any]:
     }
     if spec.model.gradient_checkpointing:
         overrides["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    if graphed_checkpointing(spec.model, device):
+        # The loader already made every layer checkpoint through CUDA graphs (modeling.graphed_layers); the
+        # trainer enabling checkpointing again would put torch's checkpoint function back.
+        overrides.update(activation_checkpointing=False, gradient_checkpointing=False)
+        overrides.pop("gradient_checkpointing_kwargs", None)
     if not on_cuda(device):
         overrides.update(bf16=False, use_liger_kernel=False)
         return overrides
@@ -160,3 +165,20 @@ def prepare_kbit_model(model: Any, gradient_checkpointing: bool, keep_compute_dt
         # Non-reentrant checkpointing needs no input that requires grad (peft's hook is for reentrant).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
+
+
+def graphed_checkpointing(model: ModelSpec, device: Any) -> bool:
+    """Whether the checkpointed decoder layers replay CUDA graphs (`modeling.graphed_layers`).
+
+    It pays where the step is bound by Python and kernel launches rather than the GPU: QLoRA, whose every
+    linear is a bitsandbytes dequantisation call, at the small micro-batches its memory budget allows
+    (7.24B, 1 x 512 on an H100: docs/benchmarks.md, run M). It needs checkpointing (the graphs replace its
+    recompute) and a CUDA GPU. `model.cuda_graphs` ("auto" / "on" / "off"), where the spec has that field,
+    overrides the choice; "on" also graphs plain LoRA.
+    """
+    choice = getattr(model, "cuda_graphs", "auto")
+    if choice == "off" or not model.gradient_checkpointing or not on_cuda(device):
+        return False
+    if choice == "on":
+        return True
+    return model.quantization is not None and model.lora is not None

@@ -5,7 +5,9 @@ upcasts norms, embeddings and the LM head to fp32, AdamW, loss from the full log
 alignd: 4-bit NF4 with everything else kept in bf16, Liger kernels (fused RMSNorm / SwiGLU / RoPE and the
 fused linear cross-entropy that never materialises the logits), non-reentrant checkpointing, fused AdamW.
 alignd_compile: the same with each decoder layer compiled (regional torch.compile).
-stage: alignd's supervised stage with the QLoRA spec.
+stage: alignd's supervised stage with the QLoRA spec (on a GPU its checkpointed layers replay CUDA graphs,
+performance.graphed_checkpointing; the result carries the graph counters and the capture time).
+stage_eager: the stage with graphed checkpointing off (the stage of runs J / L).
 stage_fp32: the stage with peft's fp32 upcast of the frozen non-quantized weights (before run J; the stage
 now keeps them in bf16, performance.prepare_kbit_model). stage_profile: the stage under torch.profiler.
 """
@@ -136,9 +138,31 @@ def _upcast_frozen_weights() -> None:
     )
 
 
+def _record_graphs(found: list) -> None:
+    """Keep the GraphedCheckpointing the stage installs, to report its counters."""
+    import alignment_core.modeling.graphed_layers as graphed_layers
+
+    install = graphed_layers.install_graphed_checkpointing
+
+    def recording(model, *args, **kwargs):
+        graphs = install(model, *args, **kwargs)
+        found.append(graphs)
+        return graphs
+
+    graphed_layers.install_graphed_checkpointing = recording
+
+
 def run(impl: str, ctx: dict) -> dict:
     if impl == "stage_fp32":
         _upcast_frozen_weights()
+    if impl == "stage_eager":
+        import alignment_core.stages.performance as performance
+
+        performance.graphed_checkpointing = lambda model, device: False
+    found: list = []
+    _record_graphs(found)
     if impl.startswith("stage"):
-        return run_stage({**ctx, "profile": impl == "stage_profile"})
+        result = run_stage({**ctx, "profile": impl == "stage_profile"})
+        result["graphs"] = found[0].stats() if found and found[0] is not None else None
+        return result
     return run_loop(impl, ctx)

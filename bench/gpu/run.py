@@ -47,7 +47,10 @@ IMPLS: dict[str, tuple[str, ...]] = {
     "sft_lora_b32": ("stage", "stage_cast", "stage_profile"),
     "dpo_lora_8x2": ("trl", "stage"),
     "dpo_lora_16x1": ("stage",),
-    "qlora_8b": ("plain_ckpt", "plain_nockpt", "alignd", "alignd_compile", "stage", "stage_fp32", "stage_profile"),
+    "qlora_8b": (
+        "plain_ckpt", "plain_nockpt", "alignd", "alignd_compile", "stage", "stage_eager", "stage_fp32", "stage_profile"
+    ),
+    "graph_check": ("check",),
     "ppo_lora": ("trl112", "stage", "stage_m32", "stage_serve"),
 }
 SHAPE_OF = {"qlora_8b": "llama-8b", "ppo_lora": "llama-1b-v512"}
@@ -86,6 +89,10 @@ def run_variant(case_name: str, impl: str, ctx: dict) -> dict:
         from bench.gpu import qlora
 
         return qlora.run(impl, ctx)
+    if case_name == "graph_check":
+        from bench.gpu import graph_check
+
+        return graph_check.run(ctx)
     if case_name == "ppo_lora":
         from bench.gpu import ppo
 
@@ -250,6 +257,12 @@ def print_table(results: list[dict], env: dict) -> None:
     print(header)
     base: dict[str, float] = {}
     for row in results:
+        if row["case"] == "graph_check":
+            for name, diff in row.items():
+                if isinstance(diff, dict) and "max_loss_rel" in diff:
+                    loss, grad = diff["max_loss_rel"], diff["max_grad_rel"]
+                    print(f"graph_check {name}: loss rel {loss:.2e}, grad rel {grad:.2e}")
+            continue
         rate = row.get("tokens_s") or row.get("samples_s")
         if row["case"] not in base and rate:
             base[row["case"]] = rate
