@@ -231,3 +231,29 @@ def test_json_nested_past_the_parsers_depth_is_a_format_error_naming_the_line(tm
     path.write_text(json.dumps(CHAT) + "\n" + '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
     error = rejection(str(path))
     assert error.line == 2 and "nested too deeply" in str(error)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda r: r["messages"][1].update(tool_calls=["get_weather(city='Paris')"]), "messages[1].tool_calls[0]"),
+    (lambda r: r["messages"][1].update(tool_calls=[{"id": "c", "type": "function"}]), "messages[1].tool_calls[0].name"),
+    (lambda r: r["messages"][1]["tool_calls"][0]["function"].update(name=""),
+     "messages[1].tool_calls[0].function.name"),
+    (lambda r: r["messages"][1]["tool_calls"][0]["function"].update(arguments=[1, 2]),
+     "messages[1].tool_calls[0].function.arguments"),
+    (lambda r: r.update(tools="get_weather"), "tools"),
+    (lambda r: r.update(tools=[{"name": "get_weather"}]), "tools[0]"),
+    (lambda r: r.update(tools=[{"type": "function", "function": {"parameters": {}}}]), "tools[0].function.name"),
+])
+def test_malformed_tool_calls_and_tools_are_refused_at_upload_naming_the_field(tmp_path, change, field):
+    # Each of these passed validation and then failed the job at training (AttributeError, a template ValueError)
+    # or trained a call named null.
+    record = json.loads(json.dumps(TOOL_CHAT))
+    change(record)
+    error = rejection(write_lines(tmp_path / "tools.jsonl", [CHAT | {"messages": CHAT["messages"]}, record]))
+    assert (error.line, error.field) == (2, field)
+
+
+def test_the_flat_tool_call_shape_and_older_functions_still_validate(tmp_path):
+    record = json.loads(json.dumps(TOOL_CHAT))
+    record["messages"][1]["tool_calls"] = [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    assert validate_file(write_lines(tmp_path / "flat.jsonl", [record, FUNCTION_CHAT])).num_examples == 2

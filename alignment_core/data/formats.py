@@ -91,15 +91,60 @@ def _validate_messages(messages: Any, line: int, field: str, need_assistant: boo
         # An assistant turn that only calls a tool has no text (OpenAI sends null or leaves content out).
         if not (calls and message.get("content") is None):
             _validate_content(message.get("content"), line, f"{where}.content")
-        if calls and not isinstance(message.get("tool_calls", []), list):
-            raise DataFormatError("must be a list of tool calls", line, f"{where}.tool_calls")
-        if calls and not isinstance(message.get("function_call", {}), dict):
-            raise DataFormatError("must be an object with 'name' and 'arguments'", line, f"{where}.function_call")
+        if calls:
+            _validate_tool_calls(message, line, where)
         weight = message.get("weight")
         if weight is not None and weight not in (0, 1):
             raise DataFormatError("must be 0 or 1", line, f"{where}.weight")
     if need_assistant and not any(message["role"] == "assistant" for message in messages):
         raise DataFormatError("needs at least one assistant message", line, field)
+
+
+def _validate_function(function: Any, line: int, field: str) -> None:
+    """A called or declared function: an object with a non-empty string 'name' (training renders the name)."""
+    if not isinstance(function, dict):
+        raise DataFormatError("must be an object with 'name' and 'arguments'", line, field)
+    name = function.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise DataFormatError("missing" if name is None else "must be a non-empty string", line, f"{field}.name")
+    if "arguments" in function and not isinstance(function["arguments"], (str, dict)):
+        raise DataFormatError("must be a JSON string or an object", line, f"{field}.arguments")
+
+
+def _validate_tool_calls(message: dict, line: int, where: str) -> None:
+    """An assistant turn's ``tool_calls`` (OpenAI's ``{"type", "function": {"name", "arguments"}}``) or older
+    ``function_call``."""
+    if "function_call" in message:
+        _validate_function(message["function_call"], line, f"{where}.function_call")
+    calls = message.get("tool_calls", [])
+    if not isinstance(calls, list):
+        raise DataFormatError("must be a list of tool calls", line, f"{where}.tool_calls")
+    for index, call in enumerate(calls):
+        field = f"{where}.tool_calls[{index}]"
+        if not isinstance(call, dict):
+            raise DataFormatError("must be an object with 'function': {'name', 'arguments'}", line, field)
+        # The flat {"name", "arguments"} shape some exporters write is read too (data.chat does).
+        if "function" in call:
+            _validate_function(call["function"], line, f"{field}.function")
+        else:
+            _validate_function(call, line, field)
+
+
+def _validate_tools(record: dict, line: int) -> None:
+    """A chat's declared ``tools`` (or older ``functions``): the chat template renders them as JSON schemas."""
+    for key in ("tools", "functions"):
+        declared = record.get(key)
+        if declared is None:
+            continue
+        if not isinstance(declared, list):
+            raise DataFormatError("must be a list of function definitions", line, key)
+        for index, tool in enumerate(declared):
+            field = f"{key}[{index}]"
+            if key == "tools" and not (isinstance(tool, dict) and isinstance(tool.get("function"), dict)):
+                raise DataFormatError("must be an object with 'type': 'function' and 'function': {'name', ...}",
+                                      line, field)
+            _validate_function(tool["function"] if key == "tools" else tool, line,
+                               f"{field}.function" if key == "tools" else field)
 
 
 def _validate_turn(value: Any, line: int, field: str) -> None:
@@ -177,6 +222,7 @@ def validate_record(record: Any, line: int, expected: str = "auto") -> str:
         raise DataFormatError(error.reason, line) from None
     if fmt == "messages":
         _validate_messages(record.get("messages"), line, "messages", need_assistant=True)
+        _validate_tools(record, line)
     elif fmt == "instruction":
         _require_text(record, "instruction", line)
         if record.get("input") is not None and not isinstance(record["input"], str):  # Alpaca files hold null too
