@@ -257,3 +257,13 @@ def test_the_flat_tool_call_shape_and_older_functions_still_validate(tmp_path):
     record = json.loads(json.dumps(TOOL_CHAT))
     record["messages"][1]["tool_calls"] = [{"name": "get_weather", "arguments": {"city": "Paris"}}]
     assert validate_file(write_lines(tmp_path / "flat.jsonl", [record, FUNCTION_CHAT])).num_examples == 2
+
+
+@pytest.mark.parametrize("margin", ["NaN", "Infinity", "-Infinity", "true", '"0.5"'])
+def test_a_margin_that_is_not_a_finite_number_is_refused(tmp_path, margin):
+    # NaN / Infinity parse (Python's json reads them) and true is an int to Python: each reached the reward loss.
+    path = tmp_path / "margin.jsonl"
+    path.write_text('{"prompt": "p", "chosen": "a", "rejected": "b", "margin": 0.5}\n'
+                    f'{{"prompt": "p", "chosen": "a", "rejected": "b", "margin": {margin}}}\n')
+    error = rejection(str(path))
+    assert (error.line, error.field) == (2, "margin")

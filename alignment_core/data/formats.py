@@ -16,6 +16,7 @@ Formats:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,14 @@ def _validate_turn(value: Any, line: int, field: str) -> None:
         raise DataFormatError("must be a string or a list of messages", line, field)
 
 
+def _validate_margin(margin: Any, line: int) -> None:
+    # json.loads reads NaN and Infinity, and true is an int to Python: each would reach the reward loss.
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+        raise DataFormatError("must be a number", line, "margin")
+    if not math.isfinite(margin):
+        raise DataFormatError(f"must be a finite number, got {margin}", line, "margin")
+
+
 def split_implicit_prompt(chosen: Any, rejected: Any, line: int | None = None) -> tuple[Any, Any, Any]:
     """(prompt, chosen, rejected) of a pair without "prompt": the part both sides share is the prompt.
 
@@ -249,8 +258,8 @@ def validate_record(record: Any, line: int, expected: str = "auto") -> str:
             _validate_turn(record["prompt"], line, "prompt")
         else:
             split_implicit_prompt(record["chosen"], record["rejected"], line)
-        if "margin" in record and not isinstance(record["margin"], (int, float)):
-            raise DataFormatError("must be a number", line, "margin")
+        if "margin" in record:
+            _validate_margin(record["margin"], line)
     elif fmt == "openai_preference":
         prompt = record.get("input")
         if not isinstance(prompt, dict) or "messages" not in prompt:
