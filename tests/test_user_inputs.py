@@ -153,7 +153,7 @@ def test_trl_pairs_without_a_prompt_use_the_shared_part(tmp_path, tokenizer):
         assert row["chosen"][0]["content"].strip() == "a b" and row["rejected"][0]["content"].strip() == "b a"
         kept, _ = tokenize_rows(tokenizer, [row], DataSpec(train_files=[path]), "preference")
         assert kept[0]["chosen_ids"] != kept[0]["rejected_ids"]
-    unrelated = {"chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "user", "content": "b"}]}
+    unrelated = {"chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]}
     error = rejection(write_lines(tmp_path / "unrelated.jsonl", [unrelated]))
     assert error.field == "prompt" and "add a 'prompt'" in str(error)
     same = {"chosen": "the same", "rejected": "the same"}
@@ -267,3 +267,16 @@ def test_a_margin_that_is_not_a_finite_number_is_refused(tmp_path, margin):
                     f'{{"prompt": "p", "chosen": "a", "rejected": "b", "margin": {margin}}}\n')
     error = rejection(str(path))
     assert (error.line, error.field) == (2, "margin")
+
+
+@pytest.mark.parametrize("record", [
+    {"input": {"messages": [{"role": "user", "content": "hi"}]}, "preferred_output": [{"role": "user", "content": "a"}],
+     "non_preferred_output": [{"role": "assistant", "content": "b"}]},
+    {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "a"}],
+     "rejected": [{"role": "system", "content": "b"}]},
+])
+def test_a_preference_side_without_an_assistant_turn_is_refused_at_upload(tmp_path, record):
+    # It passed and then failed the job with the chat template's "the rendered prompt is not a prefix" error.
+    side = "preferred_output" if "input" in record else "rejected"
+    error = rejection(write_lines(tmp_path / "pairs.jsonl", [record]))
+    assert (error.line, error.field) == (1, side) and "assistant" in str(error)

@@ -148,13 +148,14 @@ def _validate_tools(record: dict, line: int) -> None:
                                f"{field}.function" if key == "tools" else field)
 
 
-def _validate_turn(value: Any, line: int, field: str) -> None:
-    """A preference side or prompt: a string or a list of messages."""
+def _validate_turn(value: Any, line: int, field: str, response: bool = False) -> None:
+    """A preference side or prompt: a string or a list of messages (a response's list holds the assistant's turn,
+    which is what gets scored)."""
     if isinstance(value, str):
         if not value.strip():
             raise DataFormatError("must not be empty", line, field)
     elif isinstance(value, list):
-        _validate_messages(value, line, field, need_assistant=False)
+        _validate_messages(value, line, field, need_assistant=response)
     else:
         raise DataFormatError("must be a string or a list of messages", line, field)
 
@@ -253,7 +254,7 @@ def validate_record(record: Any, line: int, expected: str = "auto") -> str:
         for key in ("chosen", "rejected"):
             if key not in record:
                 raise DataFormatError("missing", line, key)
-            _validate_turn(record[key], line, key)
+            _validate_turn(record[key], line, key, response=True)
         if "prompt" in record:
             _validate_turn(record["prompt"], line, "prompt")
         else:
@@ -270,7 +271,7 @@ def validate_record(record: Any, line: int, expected: str = "auto") -> str:
             key = new if new in record else old
             if key not in record:
                 raise DataFormatError("missing", line, new)
-            _validate_turn(record[key], line, key)
+            _validate_turn(record[key], line, key, response=True)
     else:
         raise DataFormatError(f"unknown format {fmt!r}", line)
     return fmt
