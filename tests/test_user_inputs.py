@@ -280,3 +280,17 @@ def test_a_preference_side_without_an_assistant_turn_is_refused_at_upload(tmp_pa
     side = "preferred_output" if "input" in record else "rejected"
     error = rejection(write_lines(tmp_path / "pairs.jsonl", [record]))
     assert (error.line, error.field) == (1, side) and "assistant" in str(error)
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (lambda: __import__("gzip").compress(json.dumps(CHAT).encode()), "gunzip"),
+    (lambda: b"PK\x03\x04\x14\x00\x00\x00", "unzip"),
+    (lambda: b"PAR1\x15\x04\x15", "read_parquet"),
+    (lambda: (json.dumps(CHAT) + "\r").encode() * 3, "lone CR"),
+])
+def test_compressed_parquet_and_cr_only_files_are_named_with_the_fix(tmp_path, content, says):
+    # These were refused as "not valid UTF-8 at byte 1" or "Extra data at column 94", which says nothing of the fix.
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(content())
+    error = rejection(str(path))
+    assert error.line == 1 and says in str(error)

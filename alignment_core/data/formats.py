@@ -284,11 +284,21 @@ OTHER_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\x
 
 
 JQ_FIX = "jq -c '.[]' data.json > data.jsonl converts it"
+# What datasets are often saved as instead of JSONL, by their first bytes, with the command that converts each.
+BINARY_KINDS = {
+    b"\x1f\x8b": "a gzip-compressed file; upload the uncompressed JSONL (gunzip -k FILE)",
+    b"PK\x03\x04": "a zip archive; upload the JSONL file inside it (unzip FILE)",
+    b"PAR1": "a Parquet file (as Hugging Face datasets are stored); convert it with python -c \"import pandas; "
+             "pandas.read_parquet('data.parquet').to_json('data.jsonl', orient='records', lines=True)\"",
+}
 
 
 def _not_jsonl_hint(text: str) -> str:
     """Why a first line that does not parse may be a whole JSON document rather than JSONL."""
     head = text.strip()
+    if "\r" in head:  # the file's only line: its records end in a bare CR, which is not a line break here
+        return ("; the lines end in a lone CR (classic Mac line endings): JSONL needs LF or CRLF "
+                "(tr '\\r' '\\n' < in.jsonl > out.jsonl)")
     if head.startswith("["):
         return f"; this looks like a JSON array: JSONL needs one JSON object per line ({JQ_FIX})"
     if head.startswith("{") and not head.endswith("}"):
@@ -337,6 +347,9 @@ def iter_jsonl(lines: Iterable[str | bytes]) -> Iterator[tuple[int, Any]]:
                 encoding = next((name for bom, name in OTHER_BOMS.items() if raw.startswith(bom)), None)
                 if encoding:
                     raise DataFormatError(f"the file is {encoding}-encoded; save it as UTF-8", number)
+                kind = next((hint for magic, hint in BINARY_KINDS.items() if raw.startswith(magic)), None)
+                if kind:
+                    raise DataFormatError(f"not JSONL text but {kind}", number)
             try:
                 raw = raw.decode("utf-8")
             except UnicodeDecodeError as error:
