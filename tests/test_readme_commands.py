@@ -46,3 +46,12 @@ def test_each_command_takes_the_options_shown(command: tuple[str, ...]) -> None:
     assert result.returncode == 0, result.stderr
     missing = [option for option in COMMANDS[command] if option not in result.stdout]
     assert not missing, f"alignd {' '.join(command)} --help lacks {missing}"
+
+
+def test_bare_alignd_commands_come_after_the_readme_says_how_to_get_alignd_on_path() -> None:
+    # The install puts alignd in .venv/bin only: a reader copying 'alignd train ...' got 'command not found'.
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash|text)\n(.*?)```", readme, flags=re.S)
+    first_bare = min(readme.index(line) for block in blocks for line in block.splitlines()
+                     if line.startswith("alignd "))
+    assert "source .venv/bin/activate" in readme[:first_bare]
