@@ -12,6 +12,7 @@ from typing import Any
 from alignment_core.context import StageContext
 from alignment_core.specs import JobSpec
 from alignment_core.stages.deepspeed_config import deepspeed_config, trainer_overrides
+from alignment_core.stages.deepspeed_ops import check_deepspeed_op_builds
 
 NEVER = 10**9  # a step interval that never fires; the trainer still saves at the last step
 
@@ -99,6 +100,9 @@ def trainer_config(config_class: type, spec: JobSpec, context: StageContext, dev
     arguments.update(performance_overrides(spec, device))
     # Last: DeepSpeed's torch_autocast does the bf16 autocast, and the trainer's bf16 flag must not undo it.
     arguments.update(trainer_overrides(arguments["deepspeed"]))
+    if arguments["deepspeed"] is not None:
+        # The config initialises DeepSpeed, which compiles its CPU op and would wait forever on a killed build's lock.
+        check_deepspeed_op_builds()
     return config_class(**_for_installed_transformers(config_class, arguments))
 
 
