@@ -103,6 +103,8 @@ def test_the_job_api_walk_through_runs_as_written(server: str, user_home: Path, 
     lines = result.stdout.splitlines()
     assert "queued" in lines, result.stdout  # the retrieved job's status
     assert any(line.startswith("Created fine-tuning job: ftjob-") for line in lines), result.stdout
+    assert "ppo queued" in lines, result.stdout
     listed = json.loads((tmp_path / "jobs.json").read_text())
-    assert [job["method"]["type"] for job in listed["data"]] == ["supervised"]
-    assert listed["data"][0]["training_file"].startswith("file-")
+    assert [job["method"]["type"] for job in listed["data"]] == ["ppo", "reward_model", "supervised"]
+    sft, (reward, ppo) = listed["data"][2], listed["data"][1::-1]
+    assert reward["depends_on"] == [sft["id"]] and set(ppo["depends_on"]) == {sft["id"], reward["id"]}
