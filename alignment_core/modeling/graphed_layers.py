@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +60,7 @@ class _Recorded:
             self._graph.replay()
             return
         for static, fresh in zip(self.outputs, self._body()):
-            if static is not None:
+            if static is not None and static is not fresh:
                 static.copy_(fresh)
 
 
@@ -117,13 +118,21 @@ class _LayerGraphs:
             try:
                 # No autocast weight cache inside a graph: a cached cast would outlive the capture's memory.
                 with torch.autocast(device_type, dtype=dtype, enabled=enabled, cache_enabled=False):
-                    return bound(*bound_args, x, **kwargs)
+                    out = bound(*bound_args, x, **kwargs)
             finally:
                 self.key.current = None
+            if not isinstance(out, torch.Tensor) or out.shape != x.shape or out.dtype != x.dtype:
+                raise ValueError("a graphed layer must return one tensor shaped like its input")
+            return out
+
+        # The output lives outside the graph pool: a persistent tensor allocated inside a capture would split
+        # the pool's free blocks, and later captures would need new segments for the large dequantised weights.
+        self.out = torch.empty_like(hidden)
 
         def forward_body() -> tuple:
             with torch.no_grad():
-                return (call(self.x),)
+                self.out.copy_(call(self.x))
+            return (self.out,)
 
         def backward_body() -> tuple:
             with torch.enable_grad():
@@ -146,9 +155,6 @@ class _LayerGraphs:
                 backward_body()
             torch.cuda.current_stream().wait_stream(graphs.stream)
         self.forward = _Recorded(forward_body, graphs)
-        out = self.forward.outputs[0]
-        if not isinstance(out, torch.Tensor) or out.shape != hidden.shape or out.dtype != hidden.dtype:
-            raise ValueError("a graphed layer must return one tensor shaped like its input")
         self.backward = _Recorded(backward_body, graphs)
         shared.outputs[self.forward.outputs[0].data_ptr()] = self.forward.outputs[0]
 
@@ -218,7 +224,7 @@ class LayerCheckpoint:
             except Exception as error:  # noqa: BLE001 - an op that cannot be captured: train on, eagerly
                 logger.warning("graphed checkpointing off: capturing layer %d failed", self.index, exc_info=True)
                 self.graphs.enabled = False
-                self.graphs.error = f"layer {self.index}: {type(error).__name__}: {error}"[:500]
+                self.graphs.error = f"layer {self.index}: " + "".join(traceback.format_exception(error))[-4000:]
                 return self._eager(function, *args)
             self.graphs.capture_seconds += time.perf_counter() - started
             self._by_shape[key] = graphs

@@ -4,7 +4,9 @@ A QLoRA model as the stage loads it (4-bit NF4 base, LoRA r16 q/v, checkpointing
 steps on fixed 1 x SEQ batches:
 - dropout 0.05: graphs against the same model on the eager path (max_shapes=0: torch's checkpoint, the same
   seeded dropout keys), which must agree to rounding;
-- dropout 0: graphs against transformers' own checkpointing (torch.utils.checkpoint, no seeded dropout).
+- dropout 0: graphs against transformers' own checkpointing (torch.utils.checkpoint, no seeded dropout);
+- the graphs once more without an attention mask (reports whether capture succeeded).
+A comparison only counts when the graph run's stats show replays and no error.
 Reports the largest relative difference of the losses and of the adapter gradients per pair.
 """
 
@@ -45,7 +47,9 @@ def _load(ctx: dict, dropout: float, install: str):
     return model, torch
 
 
-def _train(ctx: dict, dropout: float, install: str, steps: int = 4) -> tuple[list[float], list, dict]:
+def _train(
+    ctx: dict, dropout: float, install: str, mask: bool = True, steps: int = 4
+) -> tuple[list[float], list, dict]:
     model, torch = _load(ctx, dropout, install)
     device = ctx["device"]
     seq = 48 if ctx.get("tiny") else SEQ
@@ -57,7 +61,9 @@ def _train(ctx: dict, dropout: float, install: str, steps: int = 4) -> tuple[lis
     for _ in range(steps):
         ids = torch.randint(0, vocab, (1, seq), generator=generator).to(device)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            loss = model(input_ids=ids, labels=ids).loss
+            # As TRL's collators do, an attention mask (all ones here); without one see run()'s last check.
+            extra = {"attention_mask": torch.ones_like(ids)} if mask else {}
+            loss = model(input_ids=ids, labels=ids, **extra).loss
         loss.backward()
         losses.append(float(loss.detach()))
         grads.append([p.grad.detach().float().clone() for p in model.parameters() if p.requires_grad])
@@ -90,9 +96,12 @@ def run(ctx: dict) -> dict:
     eager_05 = _train(ctx, 0.05, "eager")
     graphs_0 = _train(ctx, 0.0, "graphs")
     torch_0 = _train(ctx, 0.0, "none")
+    no_mask = _train(ctx, 0.05, "graphs", mask=False)
     return {
         "dropout_0.05_graphs_vs_eager": _difference(graphs_05, eager_05),
         "dropout_0_graphs_vs_torch_checkpoint": _difference(graphs_0, torch_0),
         "graph_stats": graphs_05[2],
+        "graph_stats_dropout_0": graphs_0[2],
         "eager_stats": eager_05[2],
+        "graph_stats_without_attention_mask": no_mask[2],
     }
