@@ -320,3 +320,42 @@ def test_api_docs_render_without_internet(server: dict, tmp_path: Path) -> None:
         page.goto(f"{server['url']}/docs")
         expect(page.locator(".opblock-summary-path", has_text="/v1/fine_tuning/jobs").first).to_be_visible()
     assert outside == []
+
+
+def test_a_long_noisy_curve_gets_a_smoothed_line_over_the_faint_raw_one(server: dict, running_job: dict,
+                                                                        tmp_path: Path) -> None:
+    """Per-step losses of a small batch zigzag; past 200 points a centred average is drawn over them (the raw
+    series stays, faint, and keeps its data-points count)."""
+    from playwright.sync_api import expect
+
+    from services.store import queue
+
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
+        created = client.post("/v1/fine_tuning/jobs", json={
+            "model": "alignd-tiny", "training_file": running_job["sft_file"], "priority": 1000})
+        assert created.status_code == 200, created.text
+    job_id, sessions = created.json()["id"], running_job["sessions"]
+    claimed = queue.claim_next_job(sessions, "smoothing-test-worker", lease_seconds=600)
+    assert claimed is not None and claimed.id == job_id
+    steps = 400
+    for step in range(1, steps + 1):
+        queue.record_metrics(sessions, job_id, step, {"loss": 2.0 / (1 + 0.01 * step) + (0.5 if step % 2 else -0.5)})
+
+    def zigzag(points: str) -> float:
+        ys = [float(point.split(",")[1]) for point in points.split()]
+        return sum(abs(b - a) for a, b in zip(ys, ys[1:]))
+
+    with _chromium_page(tmp_path) as page:
+        page.goto(f"{server['url']}/dashboard")
+        page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
+        page.goto(f"{server['url']}/dashboard#/jobs/{job_id}")
+        page.reload()
+        raw = page.locator("[data-chart='Loss'] polyline[data-series='loss']")
+        smooth = page.locator("[data-chart='Loss'] polyline[data-smoothed='loss']")
+        expect(raw).to_have_attribute("data-points", str(steps))
+        expect(smooth).to_have_attribute("data-points", str(steps))
+        expect(raw).to_have_class("line line-raw")
+        raw_zigzag, smooth_zigzag = zigzag(raw.get_attribute("points")), zigzag(smooth.get_attribute("points"))
+        assert smooth_zigzag < raw_zigzag / 8, (smooth_zigzag, raw_zigzag)
+        _screenshot(page, tmp_path / "dashboard-smoothed.png")

@@ -20,6 +20,24 @@ function niceTicks(min, max, count) {
   return ticks;
 }
 
+// From this many points a series is drawn faint with a smoothed line over it: per-step losses of small batches are
+// a noisy band in which the trend is hard to see.
+export const SMOOTH_FROM = 200;
+
+/**
+ * Centred moving average over [[step, value], ...], a window of about 1/40 of the run: unlike an exponential average
+ * it does not lag behind a falling loss. Near the ends the window shrinks evenly, so the line keeps its end points.
+ */
+export function smoothed(points) {
+  const half = Math.max(1, Math.floor(points.length / 80));
+  const sums = [0];
+  for (const [, y] of points) sums.push(sums[sums.length - 1] + y);
+  return points.map(([x], i) => {
+    const reach = Math.min(half, i, points.length - 1 - i);
+    return [x, (sums[i + reach + 1] - sums[i - reach]) / (2 * reach + 1)];
+  });
+}
+
 function extent(values) {
   let lo = Infinity, hi = -Infinity;
   for (const v of values) {
@@ -88,10 +106,15 @@ export function lineChart(title, series) {
 
   const lines = svg("g", {class: "series"});
   const showDots = clean.reduce((n, s) => n + s.points.length, 0) <= 120;
+  const coords = (points) => points.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(" ");
   for (const s of clean) {
-    const coords = s.points.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(" ");
-    lines.append(svg("polyline", {points: coords, stroke: s.color, "data-series": s.name,
-      "data-points": s.points.length, class: "line"}));
+    const smooth = s.points.length >= SMOOTH_FROM;
+    lines.append(svg("polyline", {points: coords(s.points), stroke: s.color, "data-series": s.name,
+      "data-points": s.points.length, class: smooth ? "line line-raw" : "line"}));
+    if (smooth) {
+      lines.append(svg("polyline", {points: coords(smoothed(s.points)), stroke: s.color, "data-smoothed": s.name,
+        "data-points": s.points.length, class: "line"}));
+    }
     if (showDots) {
       for (const [x, y] of s.points) lines.append(svg("circle", {cx: sx(x), cy: sy(y), r: 2.2, fill: s.color}));
     }
