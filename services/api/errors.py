@@ -44,8 +44,13 @@ def error_response(status: int, message: str, *, param: str | None = None, code:
 
 
 def _location(loc: tuple) -> str | None:
-    parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
-    return ".".join(parts) or None
+    """`stages[0].epochs`: list positions as the request writes them, as every other error's param does."""
+    path = ""
+    for part in loc:
+        if part in ("body", "query", "path", "header"):
+            continue
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or None
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -64,6 +69,8 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"{param}: unknown field"
         elif kind == "json_invalid":
             message, param = "The request body is not valid JSON", None
+        elif tuple(first.get("loc", ())) == ("body",) and kind == "missing":
+            message, param = "The request body is empty: send a JSON object (Content-Type: application/json)", None
         elif tuple(first.get("loc", ())) == ("body",) and kind in ("model_attributes_type", "dict_type"):
             # A form-encoded or plain-text body reaches validation as a string.
             message, param = "The request body must be a JSON object (Content-Type: application/json)", None
@@ -74,7 +81,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
         message = {404: "Unknown URL", 405: "Method not allowed for this URL"}.get(error.status_code, str(error.detail))
-        return error_response(error.status_code, message, code={404: "unknown_url", 405: "method_not_allowed"}
+        return error_response(error.status_code, message, code={404: "unknown_url", 405: "method_not_allowed",
+                                                                 413: "request_too_large"}
                               .get(error.status_code), headers=getattr(error, "headers", None))
 
     @app.exception_handler(DataError)
@@ -84,8 +92,4 @@ def install_error_handlers(app: FastAPI) -> None:
         log.info("database refused a request value: %s", error.orig)
         message = str(error.orig).splitlines()[0] if error.orig is not None else "invalid value"
         return error_response(400, f"A value in the request cannot be stored: {message}", code="invalid_value")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, error: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error_response(500, "Internal server error; the details are in the server log", code="internal_error")
+    # Unexpected exceptions: services/api/guards.py (answered there without dropping the connection).

@@ -9,9 +9,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -32,7 +33,7 @@ from services.api.schemas import JobCreate
 from services.settings import get_settings
 from services.store.async_db import AsyncDatabase
 from services.store.files import file_format
-from services.store.jobs import find_job_by_output, model_registered
+from services.store.jobs import JobOutput, find_job_by_output, model_registered
 from services.store.models import Project
 from services.store.queue import NewJob
 
@@ -114,11 +115,16 @@ def _place_hyperparameters(
         if value == "auto":
             continue
         if name == "learning_rate_multiplier":
-            if not isinstance(value, (int, float)) or value <= 0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise bad_request(f"{param}: must be a positive number or 'auto'", param)
             multiplier = float(value)
             continue
         if name in OPENAI_HYPERPARAMETERS:
+            # OpenAI's schema (and its SDK's job type) takes a whole number or "auto": "3" or 1.5 would be
+            # coerced or stored and read back as a type the SDK warns about on every retrieve.
+            if not isinstance(value, int) or isinstance(value, bool):
+                hint = " (fractional epochs: spec.training.epochs)" if name == "n_epochs" else ""
+                raise bad_request(f"{param}: must be a whole number or 'auto'{hint}", param)
             section, field = OPENAI_HYPERPARAMETERS[name]
             spec[section][field] = value
             origins[f"{section}.{field}"] = param
@@ -133,18 +139,36 @@ def _place_hyperparameters(
     return multiplier
 
 
+# What a model field loads, for ModelReferences.resolve.
+POLICY, REWARD_MODEL = "policy", "reward_model"
+
+
+class PendingJob(NamedTuple):
+    """A pipeline stage created in the same request, not yet in the database."""
+
+    id: str
+    method: str
+
+
 class ModelReferences:
     """Resolves model names that point at other jobs; collects the jobs this one must wait for."""
 
-    def __init__(self, db: AsyncDatabase, project: Project, pending: dict[str, str] | None = None):
+    def __init__(self, db: AsyncDatabase, project: Project, pending: dict[str, PendingJob] | None = None):
         self.db, self.project = db, project
-        self.pending = pending or {}  # names of not-yet-inserted jobs (pipeline stages) -> their job ids
+        self.pending = pending or {}  # output names of not-yet-inserted jobs (pipeline stages) -> those jobs
         self.depends_on: list[str] = []
 
-    async def resolve(self, name: str, param: str) -> str:
-        """The name the spec should carry: another job's output name, or `name` checked (check_model_name)."""
+    async def resolve(self, name: str, param: str, loads_as: str | None = POLICY) -> str:
+        """The name the spec should carry: another job's output name, or `name` checked (check_model_name).
+
+        A job's output must be the kind of model the field loads (`loads_as`: POLICY, REWARD_MODEL, or None
+        for either, as a reward model may start from an SFT model or from another reward model): a reward_model
+        job's output is a sequence classifier, which PPO scores with and no policy stage can generate from;
+        every other job's output is a causal LM with no reward head (as a reward model it would score with a
+        random one)."""
         if name in self.pending:
-            self._add(self.pending[name])
+            _check_model_kind(name, self.pending[name], param, loads_as)
+            self._add(self.pending[name].id)
             return name
         looks_like_job = name.startswith(("ftjob-", "ft:", "ft-"))
         job = await find_job_by_output(self.db, self.project.id, name) if looks_like_job else None
@@ -153,6 +177,7 @@ class ModelReferences:
                 raise ApiError(400, f"{param}: no job or fine-tuned model '{name}' in this project", param=param,
                                code="model_not_found")
             return check_model_name(name, param)
+        _check_model_kind(name, job, param, loads_as)
         if job.status in ("failed", "cancelled"):
             raise bad_request(f"{param}: input job '{job.id}' is {job.status}", param, code="dependency_failed")
         if job.status != "succeeded":
@@ -165,6 +190,17 @@ class ModelReferences:
     def _add(self, job_id: str) -> None:
         if job_id not in self.depends_on:
             self.depends_on.append(job_id)
+
+
+def _check_model_kind(name: str, job: JobOutput | PendingJob, param: str, loads_as: str | None) -> None:
+    is_reward_model = job.method == "reward_model"
+    if loads_as == REWARD_MODEL and not is_reward_model:
+        raise bad_request(f"{param}: '{name}' is the output of {job.method} job '{job.id}', not of a reward_model "
+                          "job; PPO scores with a reward model", param, code="wrong_model_kind")
+    if loads_as == POLICY and is_reward_model:
+        raise bad_request(f"{param}: '{name}' is the output of reward_model job '{job.id}', a scoring model; "
+                          "name it as PPO's reward model (method.ppo.reward_model), not as the model to train",
+                          param, code="wrong_model_kind")
 
 
 def output_model_name(model: str, suffix: str | None, job_id: str) -> str:
@@ -188,6 +224,7 @@ async def build_new_job(db: AsyncDatabase, project: Project, body: JobCreate, jo
                         references: ModelReferences | None = None) -> NewJob:
     """Validate `body` completely and return what the queue stores; raises ApiError(400) on any problem."""
     references = references or ModelReferences(db, project)
+    _refuse_non_finite_numbers(body)
     method_type, settings, sent_as = _method_settings(body.method, body.hyperparameters)
     if method_type not in METHOD_CLASSES:
         if method_type in ("orpo", "kto", "grpo"):
@@ -205,7 +242,8 @@ async def build_new_job(db: AsyncDatabase, project: Project, body: JobCreate, jo
         raise bad_request(f"method.{method_type}.hyperparameters must be an object",
                           f"method.{method_type}.hyperparameters")
 
-    model_name = await references.resolve(body.model, "model")
+    model_loads_as = None if method_type == "reward_model" else POLICY
+    model_name = await references.resolve(body.model, "model", model_loads_as)
     spec: dict[str, Any] = {
         "method": {"type": method_type}, "model": {"name_or_path": model_name},
         "data": {"train_files": [body.training_file],
@@ -218,10 +256,11 @@ async def build_new_job(db: AsyncDatabase, project: Project, body: JobCreate, jo
             if not isinstance(reward_name, str):
                 raise bad_request("method.ppo.reward_model must be a string", "method.ppo.reward_model")
             settings["reward"] = {"type": "model",
-                                  "model": await references.resolve(reward_name, "method.ppo.reward_model")}
+                                  "model": await references.resolve(reward_name, "method.ppo.reward_model",
+                                                                      loads_as=REWARD_MODEL)}
         elif isinstance(settings.get("reward"), dict) and isinstance(settings["reward"].get("model"), str):
             settings["reward"]["model"] = await references.resolve(settings["reward"]["model"],
-                                                                   "method.ppo.reward.model")
+                                                                   "method.ppo.reward.model", loads_as=REWARD_MODEL)
     for name, value in settings.items():
         if name not in METHOD_CLASSES[method_type].model_fields:
             raise bad_request(f"method.{method_type}.{name}: unknown field", f"method.{method_type}.{name}")
@@ -242,7 +281,7 @@ async def build_new_job(db: AsyncDatabase, project: Project, body: JobCreate, jo
         origins["training.seed"] = "seed"
     if body.spec:
         spec = _deep_merge(spec, body.spec)
-        await _resolve_overridden_models(spec, body.spec, references)
+        await _resolve_overridden_models(spec, body.spec, references, model_loads_as)
 
     validated = _validate_spec(spec, origins, body.spec)
     if multiplier is not None:
@@ -266,15 +305,38 @@ async def build_new_job(db: AsyncDatabase, project: Project, body: JobCreate, jo
     )
 
 
+def _refuse_non_finite_numbers(body: JobCreate) -> None:
+    """JSON has no NaN or Infinity, but Python's parser reads them: refused here, naming the field, before a
+    bound check reports them as 'must be <= 1' or one reaches a loss."""
+    for name in type(body).model_fields:
+        path = _non_finite_path(getattr(body, name), name)
+        if path is not None:
+            raise bad_request(f"{path}: must be a finite number (NaN and Infinity are not JSON numbers)", path)
+
+
+def _non_finite_path(value: Any, path: str) -> str | None:
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        children = ((f"{path}.{key}", item) for key, item in value.items())
+    elif isinstance(value, list):
+        children = ((f"{path}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    return next((found for child_path, item in children if (found := _non_finite_path(item, child_path))), None)
+
+
 async def _resolve_overridden_models(spec: dict[str, Any], override: dict[str, Any],
-                                     references: ModelReferences) -> None:
+                                     references: ModelReferences, model_loads_as: str | None) -> None:
     """Model names a raw `spec` override sets get the same checks and chaining as the `model` field."""
     model = override.get("model")
     if isinstance(model, dict) and isinstance(model.get("name_or_path"), str):
-        spec["model"]["name_or_path"] = await references.resolve(model["name_or_path"], "spec.model.name_or_path")
+        spec["model"]["name_or_path"] = await references.resolve(model["name_or_path"], "spec.model.name_or_path",
+                                                                 model_loads_as)
     reward = override.get("method", {}).get("reward") if isinstance(override.get("method"), dict) else None
     if isinstance(reward, dict) and isinstance(reward.get("model"), str):
-        spec["method"]["reward"]["model"] = await references.resolve(reward["model"], "spec.method.reward.model")
+        spec["method"]["reward"]["model"] = await references.resolve(reward["model"], "spec.method.reward.model",
+                                                                     loads_as=REWARD_MODEL)
 
 
 def _check_memory(spec: JobSpec) -> None:

@@ -12,6 +12,7 @@ from services.api.auth import RevocationListener
 from services.api.dashboard import router as dashboard_router
 from services.api.deps import AppContext
 from services.api.errors import install_error_handlers
+from services.api.guards import install_guards
 from services.api.routes import docs, files, health, jobs, models, pipelines, projects
 from services.settings import Settings, configure_logging, get_settings
 from services.store.async_db import AsyncDatabase
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, migrate: bool = True) -> FastAP
                                   db=AsyncDatabase(engine, sessions, pool_size=ASYNC_POOL_SIZE),
                                   read_sessions=read_sessions)
     install_error_handlers(app)
+    install_guards(app)
     for module in (health, files, jobs, pipelines, models, projects, docs):
         app.include_router(module.router)
     app.include_router(dashboard_router)

@@ -62,7 +62,7 @@ _JOB_BY_ID = select(*_public_columns(Job.__table__)).where(Job.project_id == bin
                                                           Job.id == bindparam("job_id"))
 _JOB_BY_IDEMPOTENCY_KEY = select(*_public_columns(Job.__table__), Job.idempotency_hash).where(
     Job.project_id == bindparam("project_id"), Job.idempotency_key == bindparam("key"))
-_JOB_BY_OUTPUT = select(Job.id, Job.status, Job.fine_tuned_model, Job.output_model).where(
+_JOB_BY_OUTPUT = select(Job.id, Job.status, Job.fine_tuned_model, Job.output_model, Job.method).where(
     Job.project_id == bindparam("project_id"),
     (Job.id == bindparam("model")) | (Job.output_model == bindparam("model"))
     | (Job.fine_tuned_model == bindparam("model"))).limit(1)
@@ -83,6 +83,7 @@ class JobOutput(NamedTuple):
     status: str
     fine_tuned_model: str | None
     output_model: str
+    method: str
 
 
 async def find_job_by_output(db: AsyncDatabase, project_id: str, model: str) -> JobOutput | None:

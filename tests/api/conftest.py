@@ -139,3 +139,18 @@ def postgres_queue_db():
     yield url
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
         connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def failing_server(tmp_path) -> RunningServer:
+    """The real app on SQLite with one extra route that fails the way a bug in a handler would."""
+    running, uvicorn_server, thread = start_server(f"sqlite:///{tmp_path / 'alignd.db'}", tmp_path / "storage")
+
+    async def fails() -> None:
+        raise RuntimeError("a bug in a handler")
+
+    running.app.add_api_route("/v1/test-failure", fails, methods=["GET"])
+    yield running
+    uvicorn_server.should_exit = True
+    thread.join(timeout=10)
+    running.app.state.alignd.engine.dispose()

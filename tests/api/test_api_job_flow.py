@@ -159,3 +159,39 @@ def test_creating_a_job_wakes_an_idle_dispatcher(server, project_key):
         client.post(f"/v1/fine_tuning/jobs/{job.json()['id']}/cancel")  # keep the shared queue clean
     listener.join(timeout=20)
     assert woken == [True] and time.monotonic() - started < 10
+
+
+def test_a_model_field_takes_only_the_kind_of_model_it_loads(server, project_key):
+    """A reward model scores and a policy generates: naming one job's output where the other is loaded would
+    train (or score) with a randomly initialised head, so it is refused at create, naming the field."""
+    with server.client(project_key) as client:
+        sft_file, pref, prompts = _upload(client, SFT), _upload(client, PREF), _upload(client, PROMPTS)
+        sft = client.post("/v1/fine_tuning/jobs", json={"model": "alignd-tiny", "training_file": sft_file}).json()
+        reward_model = client.post("/v1/fine_tuning/jobs", json={
+            "model": sft["id"], "training_file": pref, "method": {"type": "reward_model"}})
+        assert reward_model.status_code == 200, reward_model.text  # a reward model starts from the SFT model
+        reward_model = reward_model.json()
+
+        refused = [
+            (client.post("/v1/fine_tuning/jobs", json={
+                "model": sft["id"], "training_file": prompts,
+                "method": {"type": "ppo", "ppo": {"reward_model": sft["id"]}}}), "method.ppo.reward_model"),
+            (client.post("/v1/fine_tuning/jobs", json={
+                "model": sft["id"], "training_file": prompts,
+                "method": {"type": "ppo", "ppo": {"reward": {"type": "model", "model": sft["id"]}}}}),
+             "method.ppo.reward.model"),
+            (client.post("/v1/fine_tuning/jobs", json={"model": reward_model["id"], "training_file": sft_file}),
+             "model"),
+        ]
+        for response, param in refused:
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert error["param"] == param and error["code"] == "wrong_model_kind", error
+        accepted = client.post("/v1/fine_tuning/jobs", json={
+            "model": sft["id"], "training_file": prompts,
+            "method": {"type": "ppo", "ppo": {"reward_model": reward_model["id"]}}})
+        assert accepted.status_code == 200, accepted.text
+        assert set(accepted.json()["depends_on"]) == {sft["id"], reward_model["id"]}
+        again = client.post("/v1/fine_tuning/jobs", json={
+            "model": reward_model["id"], "training_file": pref, "method": {"type": "reward_model"}})
+        assert again.status_code == 200, again.text  # a reward model may go on from another one

@@ -96,6 +96,12 @@ BAD_BODIES = [
     ({"suffix": "my model/v1:x"}, "suffix"),  # it becomes a ':' field of the model name and part of a URL
     ({"integrations": [{"type": "wandb", "wandb": {"project": "p"}}]}, "integrations"),
     ({"metadata": {"k": 1}}, "metadata.k"),
+    # OpenAI's n_epochs / batch_size are whole numbers or "auto" (its SDK warns reading anything else back)
+    ({"hyperparameters": {"n_epochs": 1.5}}, "hyperparameters.n_epochs"),
+    ({"hyperparameters": {"n_epochs": "3"}}, "hyperparameters.n_epochs"),
+    ({"hyperparameters": {"batch_size": True}}, "hyperparameters.batch_size"),
+    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 2.5}}}},
+     "method.supervised.hyperparameters.batch_size"),
 ]
 
 
@@ -229,3 +235,57 @@ def test_model_names_that_can_load_are_accepted(server, project_key, files, tmp_
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         response, queued = _create(client, {"model": "does/not-exist-model", "training_file": files["sft"]})
         assert response.status_code == 200 and queued == 1, response.text
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ('"hyperparameters": {"learning_rate_multiplier": NaN}', "hyperparameters.learning_rate_multiplier"),
+    ('"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": Infinity}}}', "method.dpo.hyperparameters.beta"),
+    ('"spec": {"training": {"warmup_ratio": -Infinity}}', "spec.training.warmup_ratio"),
+])
+def test_nan_and_infinity_are_refused_naming_the_field(server, project_key, files, body, param):
+    """Python's JSON parser reads NaN / Infinity; they are not JSON numbers and must not reach a bound check
+    (which reported NaN as 'must be <= 1' under another field's name) or a loss."""
+    raw = f'{{"model": "alignd-tiny", "training_file": "{files["sft"]}", {body}}}'
+    with server.client(project_key) as client:
+        before = len(client.get("/v1/fine_tuning/jobs", params={"limit": 1000}).json()["data"])
+        response = client.post("/v1/fine_tuning/jobs", content=raw, headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == param and "finite" in error["message"], error
+        assert len(client.get("/v1/fine_tuning/jobs", params={"limit": 1000}).json()["data"]) == before
+
+
+def test_empty_and_oversized_bodies(server, project_key):
+    with server.client(project_key) as client:
+        empty = client.post("/v1/fine_tuning/jobs", headers={"content-type": "application/json"})
+        assert empty.status_code == 400 and "empty" in empty.json()["error"]["message"], empty.text
+
+        # A body over 1 MiB is refused from its Content-Length, before it is read or parsed ...
+        huge = client.post("/v1/fine_tuning/jobs", json={"model": "alignd-tiny", "metadata": {"k": "x" * 2_000_000}})
+        assert huge.status_code == 413, huge.text
+        assert huge.json()["error"]["code"] == "request_too_large"
+
+        # ... and one sent in chunks (no Content-Length) once 1 MiB has arrived.
+        def chunks():
+            yield b'{"model": "alignd-tiny", "metadata": {"k": "'
+            for _ in range(40):
+                yield b"x" * 65536
+            yield b'"}}'
+
+        chunked = client.post("/v1/pipelines", content=chunks(), headers={"content-type": "application/json"})
+        assert chunked.status_code == 413, chunked.text
+        assert set(chunked.json()["error"]) == {"message", "type", "param", "code"}
+        assert client.get("/healthz").status_code == 200
+
+        # Uploads keep their own, larger limit (2 MB on this test server).
+        line = json.dumps({"messages": [{"role": "user", "content": "q" * 500}, {"role": "assistant", "content": "a"}]})
+        upload = _upload(client, (line + "\n").encode() * 2600)  # 1.3 MB
+        assert upload.status_code == 200, upload.text
+
+
+def test_a_pipeline_error_names_list_positions_as_written(server, project_key, files):
+    with server.client(project_key) as client:
+        response = client.post("/v1/pipelines", json={"model": "alignd-tiny", "stages": [
+            {"method": "supervised", "training_file": files["sft"], "epochs": 2}]})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == "stages[0].epochs", response.json()

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from services.api.deps import ContextDep, CurrentProject, SessionDep
 from services.api.errors import ApiError, bad_request, not_found
-from services.api.job_requests import ModelReferences, build_new_job
+from services.api.job_requests import ModelReferences, PendingJob, build_new_job
 from services.api.schemas import JobCreate, ListPublic, PipelineCreate, PipelinePublic, PipelineStage
 from services.store import jobs as job_store
 from services.store.models import new_id
@@ -53,7 +53,7 @@ def _stage_body(stage: PipelineStage, index: int, model: str, reward_model: str 
 @router.post("", response_model=PipelinePublic)
 async def create_pipeline(body: PipelineCreate, project: CurrentProject, context: ContextDep) -> PipelinePublic:
     pipeline_id = new_id("pipe")
-    pending: dict[str, str] = {}
+    pending: dict[str, PendingJob] = {}
     policy, reward_model = body.model, None
     new_jobs = []
     for index, stage in enumerate(body.stages):
@@ -67,7 +67,7 @@ async def create_pipeline(body: PipelineCreate, project: CurrentProject, context
             raise
         new_job.pipeline_id = pipeline_id
         new_jobs.append(new_job)
-        pending[new_job.output_model] = new_job.id
+        pending[new_job.output_model] = PendingJob(new_job.id, new_job.method)
         if new_job.method == "reward_model":
             reward_model = new_job.output_model
         else:
