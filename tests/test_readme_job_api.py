@@ -108,3 +108,21 @@ def test_the_job_api_walk_through_runs_as_written(server: str, user_home: Path, 
     assert [job["method"]["type"] for job in listed["data"]] == ["ppo", "reward_model", "supervised"]
     sft, (reward, ppo) = listed["data"][2], listed["data"][1::-1]
     assert reward["depends_on"] == [sft["id"]] and set(ppo["depends_on"]) == {sft["id"], reward["id"]}
+
+
+def test_every_hyperparameter_and_extension_the_readme_names_is_one_the_api_takes() -> None:
+    # Without this paragraph an SDK user put save_steps in extra_body and got 'save_steps: unknown field'.
+    from alignment_core.specs import TrainingSpec
+    from services.api.job_requests import METHOD_CLASSES
+    from services.api.schemas import JobCreate
+
+    section = job_api_section()
+    paragraph = section[section.index("Besides OpenAI's `n_epochs`"):section.index("`method.type` is")]
+    hyper_part, top_part = paragraph.split("go at the top level")[0].split("resource\nsettings")
+    hyperparameters = set(re.findall(r"`([a-z_]+)`", hyper_part)) - {"training", "dpo", "ppo"}
+    method_fields = {name for cls in METHOD_CLASSES.values() for name in cls.model_fields}
+    openai_names = {"n_epochs", "batch_size", "learning_rate_multiplier"}
+    assert {"max_steps", "save_steps", "beta", "kl_coef"} <= hyperparameters
+    assert hyperparameters <= set(TrainingSpec.model_fields) | method_fields | openai_names
+    extensions = set(re.findall(r"`([a-z_]+)`", top_part))
+    assert {"lora", "max_length"} <= extensions <= set(JobCreate.model_fields)
