@@ -359,3 +359,16 @@ def test_a_long_noisy_curve_gets_a_smoothed_line_over_the_faint_raw_one(server: 
         raw_zigzag, smooth_zigzag = zigzag(raw.get_attribute("points")), zigzag(smooth.get_attribute("points"))
         assert smooth_zigzag < raw_zigzag / 8, (smooth_zigzag, raw_zigzag)
         _screenshot(page, tmp_path / "dashboard-smoothed.png")
+
+
+def test_the_key_dialog_says_where_a_key_comes_from(server: dict, tmp_path: Path) -> None:
+    """A new user who closed the terminal of `alignd up` learns from the page where the key is kept."""
+    from playwright.sync_api import expect
+
+    with _chromium_page(tmp_path) as page:
+        page.goto(f"{server['url']}/dashboard")
+        expect(page.locator("#key-dialog")).to_be_visible()
+        where = page.locator("#key-where")
+        expect(where).to_contain_text("alignd up")
+        expect(where).to_contain_text("~/.alignd/admin_key")
+        expect(where).to_contain_text("alignd keys create --project NAME")
