@@ -126,3 +126,40 @@ def test_every_hyperparameter_and_extension_the_readme_names_is_one_the_api_take
     assert hyperparameters <= set(TrainingSpec.model_fields) | method_fields | openai_names
     extensions = set(re.findall(r"`([a-z_]+)`", top_part))
     assert {"lora", "max_length"} <= extensions <= set(JobCreate.model_fields)
+
+
+def test_the_fine_tuned_model_snippet_loads_and_generates(server: str, user_home: Path, tmp_path: Path,
+                                                          tiny_model_dir: Path) -> None:
+    """The README's 'Using a fine-tuned model' block, run on a job finished the way a dispatcher finishes one
+    (the store's claim and complete, the output folder a real model), through the real API."""
+    from openai import OpenAI
+
+    from services.store import queue
+    from services.store.engine import make_engine, make_session_factory
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("### Using a fine-tuned model")
+    (block,) = fenced(readme[start:readme.index("\n### ", start + 1)], "python")
+    key = (user_home / ".alignd" / "admin_key").read_text().strip()
+    client = OpenAI(base_url=f"http://{server}/v1", api_key=key, max_retries=0)
+    data = tmp_path / "sft.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "Sort the letters: b a"},
+                                             {"role": "assistant", "content": "a b"}]}) + "\n")
+    upload = client.files.create(file=data.open("rb"), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="alignd-tiny", training_file=upload.id, extra_body={"priority": 1000})
+    sessions = make_session_factory(make_engine(f"sqlite:///{user_home / '.alignd' / 'alignd.db'}"))
+    claimed = queue.claim_next_job(sessions, "readme-test-worker", lease_seconds=600)
+    assert claimed is not None and claimed.id == job.id
+    queue.complete_job(sessions, job.id, "readme-test-worker", attempt=claimed.attempt, model_path=str(tiny_model_dir))
+
+    script = "\n".join([
+        "from openai import OpenAI",
+        f"client = OpenAI(base_url='http://{server}/v1', api_key={key!r}, max_retries=0)",
+        f"job = client.fine_tuning.jobs.retrieve({job.id!r})",
+        block,
+    ])
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ALIGND_")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.stdout.strip(), "the snippet printed no generated text"
