@@ -55,3 +55,19 @@ def test_bare_alignd_commands_come_after_the_readme_says_how_to_get_alignd_on_pa
     first_bare = min(readme.index(line) for block in blocks for line in block.splitlines()
                      if line.startswith("alignd "))
     assert "source .venv/bin/activate" in readme[:first_bare]
+
+
+def test_the_readme_qlora_spec_is_a_valid_spec_that_plans() -> None:
+    # The only LoRA / QLoRA spec a reader sees: it must match the schema alignd train and the API use.
+    import yaml
+
+    from alignment_core.planning import estimate_memory
+    from alignment_core.specs import load_spec
+
+    readme = (ROOT / "README.md").read_text()
+    (block,) = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+    spec = load_spec(yaml.safe_load(block))
+    assert spec.model.lora is not None and spec.model.quantization is not None
+    assert spec.distribution.gpus_per_worker == 1 and spec.data.train_files == ["my_chats.jsonl"]
+    estimate = estimate_memory(spec, "H100-80GB")  # offline: the planner knows Qwen2.5-0.5B's shape
+    assert estimate.method == "qlora" and estimate.fits
