@@ -89,7 +89,8 @@ class _LayerGraphs:
     """One layer's two graphs for one shape."""
 
     def __init__(self, owner: LayerCheckpoint, function: Any, hidden: torch.Tensor, spec: Any,
-                 leaves: list, shared: _SharedInputs, autocast: tuple[str, bool, torch.dtype]) -> None:
+                 leaves: list, shared: _SharedInputs, autocast: tuple[str, bool, torch.dtype],
+                 warmup_key: tuple) -> None:
         graphs = owner.graphs
         self.shared = shared
         self.pending = False
@@ -145,17 +146,29 @@ class _LayerGraphs:
                 grads = grads[1:]
             return tuple(grads)
 
-        if graphs.cuda:
-            # Warm up on the capture stream: lazy initialisation (cuBLAS workspaces, compiled kernels) must not
-            # happen inside the capture.
+        warm = (warmup_key, type(owner.layer))
+        if graphs.cuda and warm not in graphs.warmed:
+            # Warm up on the capture stream, once per shape and layer class (the other layers run the same
+            # kernels): lazy initialisation (cuBLAS workspaces, compiled kernels) must not happen inside a
+            # capture, and one warm-up's memory is not stacked on the pool of the layers captured before.
             graphs.stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(graphs.stream):
                 self.grad_out.zero_()
                 forward_body()
                 backward_body()
             torch.cuda.current_stream().wait_stream(graphs.stream)
-        self.forward = _Recorded(forward_body, graphs)
-        self.backward = _Recorded(backward_body, graphs)
+            graphs.warmed.add(warm)
+        for attempt in range(2):
+            try:
+                self.forward = _Recorded(forward_body, graphs)
+                self.backward = _Recorded(backward_body, graphs)
+                break
+            except Exception:
+                # Seen once per process on an H100 (bench/gpu graph_check): a kernel loaded for the first
+                # time inside the capture invalidates it; the second capture finds it loaded.
+                if attempt == 1 or not graphs.cuda:
+                    raise
+                torch.cuda.synchronize()
         shared.outputs[self.forward.outputs[0].data_ptr()] = self.forward.outputs[0]
 
     def run_forward(self, hidden: torch.Tensor, leaves: list[torch.Tensor]) -> torch.Tensor:
@@ -220,7 +233,7 @@ class LayerCheckpoint:
             started = time.perf_counter()
             try:
                 graphs = _LayerGraphs(self, function, hidden, spec, leaves, self.graphs.shared(key, hidden, leaves),
-                                      autocast)
+                                      autocast, key)
             except Exception as error:  # noqa: BLE001 - an op that cannot be captured: train on, eagerly
                 logger.warning("graphed checkpointing off: capturing layer %d failed", self.index, exc_info=True)
                 self.graphs.enabled = False
@@ -290,6 +303,7 @@ class GraphedCheckpointing:
         self.stream = torch.cuda.Stream() if cuda else None
         self.layers: list[LayerCheckpoint] = []
         self._shared: dict[tuple, _SharedInputs] = {}
+        self.warmed: set[tuple] = set()
         self.capture_seconds = 0.0
         self.replays = 0
         self.eager_calls = 0
@@ -305,9 +319,17 @@ class GraphedCheckpointing:
             self._shared[key] = _SharedInputs(tensors, grads)
         return self._shared[key]
 
-    def stats(self) -> dict[str, float]:
+    def pool_bytes(self) -> int:
+        """Device memory the graphs' private pool holds (0 on a CPU)."""
+        if not self.cuda:
+            return 0
+        return sum(segment["total_size"] for segment in torch.cuda.memory_snapshot()
+                   if tuple(segment.get("segment_pool_id", ())) == tuple(self.pool))
+
+    def stats(self) -> dict[str, Any]:
         return {"graph_shapes": len(self._shared), "graph_capture_s": round(self.capture_seconds, 2),
-                "graph_replays": self.replays, "graph_eager_fallbacks": self.eager_calls, "graph_error": self.error}
+                "graph_replays": self.replays, "graph_eager_fallbacks": self.eager_calls,
+                "graph_pool_gib": round(self.pool_bytes() / 2**30, 3), "graph_error": self.error}
 
 
 def install_graphed_checkpointing(model: nn.Module, max_shapes: int = 2, cuda: bool | None = None,
