@@ -32,6 +32,9 @@ class StageContext(Protocol):
     def report(self, step: int, metrics: dict[str, float]) -> None:
         """Record metrics for an optimizer step (only rank 0's reports are kept)."""
 
+    def plan_steps(self, total_steps: int) -> None:
+        """The optimizer steps this run takes in all, once known (for progress and a finish estimate)."""
+
     def checkpoint_dir(self, step: int) -> Path:
         """A fresh folder to write the checkpoint of `step` into."""
 
@@ -79,6 +82,7 @@ class LocalContext:
     world_size: int = 1
     on_report: list = field(default_factory=list)
     last_step: int = 0
+    total_steps: int | None = None
     history: list[dict[str, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -111,6 +115,9 @@ class LocalContext:
             stream.write(json.dumps(row) + "\n")
         for callback in self.on_report:
             callback(step, metrics)
+
+    def plan_steps(self, total_steps: int) -> None:
+        self.total_steps = total_steps
 
     def checkpoint_dir(self, step: int) -> Path:
         path = self.checkpoints_root / f"{CHECKPOINT_PREFIX}{step}"

@@ -65,6 +65,8 @@ def run(spec: JobSpec, context: StageContext) -> StageResult:
     step = 0
     if (checkpoint := context.resume_from()) is not None:
         step = load_ppo_checkpoint(checkpoint, models, progress)
+    if context.rank == 0:
+        context.plan_steps(total_updates)
     # Dropout off everywhere: the ratio new/old policy must be exactly 1 before the first update.
     for module in (policy, reference, value_model, value_head):
         if module is not None:

@@ -67,6 +67,11 @@ class ContextCallback(TrainerCallback):
             control.should_save = True  # keep the work done so far; resume starts here
             control.should_training_stop = True
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and state.max_steps > 0:
+            self.context.plan_steps(int(state.max_steps))
+        return control
+
     def on_step_end(self, args, state, control, **kwargs):
         self._check_stop(state, control)
         return control

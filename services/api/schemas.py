@@ -169,6 +169,7 @@ class JobPublic(BaseModel):
     pipeline_id: str | None
     cancel_requested: bool
     pause_requested: bool
+    total_steps: int | None = None  # optimizer steps of the run, once its stage has started
     result: dict[str, Any] | None
     package_versions: dict[str, Any] | None
     spec: dict[str, Any]
@@ -185,16 +186,20 @@ def job_json(row: JobRow) -> bytes:
     the fields derived from the spec are rendered once per distinct spec (_spec_fields)."""
     (job_id, created_at, finished_at, model, fine_tuned_model, project_id, status, training_file, validation_file,
      spec, method, trained_tokens, error, seed, metadata, request, suffix, priority, attempts, max_attempts,
-     depends_on, pipeline_id, cancel_requested, pause_requested, result, package_versions) = row
+     depends_on, pipeline_id, cancel_requested, pause_requested, result, package_versions, total_steps,
+     estimated_finish) = row
+    running = status == "running"
     scalars = to_json({
         "id": job_id, "object": "fine_tuning.job", "created_at": int(created_at),
-        "finished_at": int(finished_at) if finished_at else None, "estimated_finish": None, "model": model,
+        "finished_at": int(finished_at) if finished_at else None,
+        "estimated_finish": int(estimated_finish) if running and estimated_finish else None, "model": model,
         "fine_tuned_model": fine_tuned_model, "organization_id": project_id,
         "result_files": results_file_ids(job_id, status), "status": status, "training_file": training_file,
         "validation_file": validation_file, "trained_tokens": trained_tokens, "seed": seed,
         "integrations": _integrations(request), "user_provided_suffix": suffix, "priority": priority,
         "attempts": attempts, "max_attempts": max_attempts, "pipeline_id": pipeline_id,
         "cancel_requested": bool(cancel_requested), "pause_requested": bool(pause_requested),
+        "total_steps": total_steps,
     })
     return b"".join((scalars[:-1], b",", _spec_fields(spec, method), b',"error":', _stored_json(error),
                      b',"metadata":', _stored_json(metadata), b',"depends_on":', _stored_json(depends_on, b"[]"),

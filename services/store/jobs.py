@@ -27,7 +27,8 @@ def get_job(session: Session, project_id: str, job_id: str) -> Job | None:
 PUBLIC_JOB_COLUMNS = ("id", "created_at", "finished_at", "model", "fine_tuned_model", "project_id", "status",
                       "training_file", "validation_file", "spec", "method", "trained_tokens", "error", "seed",
                       "metadata_", "request", "suffix", "priority", "attempts", "max_attempts", "depends_on",
-                      "pipeline_id", "cancel_requested", "pause_requested", "result", "package_versions")
+                      "pipeline_id", "cancel_requested", "pause_requested", "result", "package_versions",
+                      "total_steps", "estimated_finish")
 # A public job row: values in PUBLIC_JOB_COLUMNS order, JSON columns as text.
 JobRow = tuple
 

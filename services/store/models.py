@@ -142,6 +142,9 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column()
     error: Mapped[dict[str, Any] | None] = mapped_column()
     trained_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    # Progress of a running attempt, from its stage (see services.store.queue.record_progress).
+    total_steps: Mapped[int | None] = mapped_column(Integer)
+    estimated_finish: Mapped[float | None] = mapped_column(Float)
     package_versions: Mapped[dict[str, Any] | None] = mapped_column()
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)

@@ -522,6 +522,13 @@ def record_metrics(sessions: SessionFactory, job_id: str, step: int, metrics: di
             continue
 
 
+def record_progress(sessions: SessionFactory, job_id: str, total_steps: int, estimated_finish: float | None) -> None:
+    """The running attempt's total optimizer steps and estimated finish (epoch seconds; None: not known yet)."""
+    with sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(total_steps=total_steps,
+                                                                    estimated_finish=estimated_finish))
+
+
 def record_checkpoint(sessions: SessionFactory, job_id: str, step: int, path: str,
                       metrics: dict[str, Any] | None = None) -> int:
     """Register a saved checkpoint; returns its numeric id."""

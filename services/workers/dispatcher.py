@@ -23,6 +23,7 @@ from services.store.blobs import BlobStore
 from services.store.lifecycle import LeaseLost, error_object
 from services.workers.demo_evaluation import is_demo_job
 from services.workers.pipeline import InputNotReady, resolve_spec, reward_model_to_serve
+from services.workers.progress import StepPace
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ class Heartbeat:
     first_metric_stored_at: float | None = None
     _done: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self.pace = StepPace(self.sessions, self.job_id)
 
     def start(self) -> Heartbeat:
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{self.job_id}", daemon=True)
@@ -101,6 +105,9 @@ class Heartbeat:
             if kind == "metrics":
                 queue.record_metrics(self.sessions, self.job_id, payload["step"], payload["metrics"])
                 self.first_metric_stored_at = self.first_metric_stored_at or time.time()
+                self.pace.step_done(payload["step"])
+            elif kind == "plan":
+                self.pace.planned(payload["total_steps"])
             elif kind == "started":
                 queue.record_event(
                     self.sessions,

@@ -37,6 +37,9 @@ class JobChannel:
     def push_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.events.append(("metrics", {"step": step, "metrics": metrics}))
 
+    def push_plan(self, total_steps: int) -> None:
+        self.events.append(("plan", {"total_steps": total_steps}))
+
     def push_resumed(self, step: int, path: str) -> None:
         self.events.append(("resumed", {"step": step, "path": path}))
 

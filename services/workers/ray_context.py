@@ -82,6 +82,10 @@ class RayStageContext:
             self._mark_once("first_report")
             self.channel.push_metrics.remote(step, {key: float(value) for key, value in metrics.items()})
 
+    def plan_steps(self, total_steps: int) -> None:
+        if self.rank == 0:
+            self.channel.push_plan.remote(total_steps)
+
     def checkpoint_dir(self, step: int) -> Path:
         self._raise_if_fenced()
         path = self.checkpoints_root / f"{CHECKPOINT_PREFIX}{step}"

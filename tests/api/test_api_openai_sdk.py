@@ -136,8 +136,9 @@ def test_hyperparameters_block_reads_as_the_sdk_types_it(sdk, demo_files):
     rpo = sdk.fine_tuning.jobs.create(model="alignd-tiny", training_file=pairs.id, method={
         "type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 3, "beta": 0.2, "sft_weight": 1.0}}})
     plain = sdk.fine_tuning.jobs.create(model="alignd-tiny", training_file=pairs.id, method={"type": "dpo"})
-    half = sdk.fine_tuning.jobs.create(model="alignd-tiny", training_file=sft.id, method={
-        "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1.5}}})
+    # n_epochs itself takes a whole number (the SDK's type); a fraction goes through the spec extension.
+    half = sdk.fine_tuning.jobs.create(model="alignd-tiny", training_file=sft.id, method={"type": "supervised"},
+                                       extra_body={"spec": {"training": {"epochs": 1.5}}})
     # The raw JSON: the SDK's model would turn 3.0 into 3 itself, hiding what other clients read.
     page = sdk.fine_tuning.jobs.with_raw_response.list(limit=3).http_response.json()
     listed = {job["id"]: job for job in page["data"]}

@@ -16,7 +16,8 @@ def _row(**values) -> tuple:
             "validation_file": None, "method": "supervised", "trained_tokens": 7, "error": None, "seed": 3,
             "metadata_": '{"team": "nlp"}', "request": '{"integrations": null}', "suffix": None, "priority": 0,
             "attempts": 1, "max_attempts": 3, "depends_on": None, "pipeline_id": None, "cancel_requested": 0,
-            "pause_requested": 0, "result": None, "package_versions": '{"torch": "2.13"}',
+            "pause_requested": 0, "result": None, "package_versions": '{"torch": "2.13"}', "total_steps": 40,
+            "estimated_finish": 1234.5,
             "spec": '{"method": {"type": "dpo", "beta": 0.2}, "training": {"epochs": 2.0, "batch_size": 4}}'}
     return tuple({**base, **values}[name] for name in PUBLIC_JOB_COLUMNS)
 
@@ -29,6 +30,8 @@ def test_stored_json_is_spliced_and_the_spec_fields_derived():
     assert job["method"] == {"type": "dpo", "dpo": {"hyperparameters": job["hyperparameters"]}}
     assert job["result_files"] == ["file-results-1"] and job["cancel_requested"] is False
     JobPublic.model_validate(job)  # every field the documented schema names
+    assert job["total_steps"] == 40 and job["estimated_finish"] is None  # an estimate shows only while running
+    assert json.loads(job_json(_row(status="running")))["estimated_finish"] == 1234
 
 
 def test_nan_that_sqlite_stored_becomes_null():

@@ -116,3 +116,30 @@ def test_fail_retries_with_backoff_then_fails_dependents_transitively(sessions):
         assert job.status == "failed" and job.error["code"] == "dependency_failed"
         assert "so this job cannot run" in _events(sessions, dependent)[-1].message
     assert _job(sessions, child).error["message"] == f"input job '{root}' failed, so this job cannot run"
+
+
+def test_a_running_job_shows_its_total_steps_and_estimated_finish(sessions):
+    from services.api.schemas import JobPublic
+    from services.workers.progress import STORE_INTERVAL_S, StepPace
+
+    with sessions.begin() as session:
+        project_id = ensure_project(session, "progress").id
+    job_id = _enqueue(sessions, project_id)
+    _claim(sessions, "w", job_id)
+    pace = StepPace(sessions, job_id)
+    pace.planned(100)
+    job = JobPublic.from_row(_job(sessions, job_id))
+    assert job.status == "running" and job.total_steps == 100 and job.estimated_finish is None
+
+    pace.step_done(1, now=1000.0)  # the first step starts the clock: loading the model is not training pace
+    assert _job(sessions, job_id).estimated_finish is None
+    pace.step_done(11, now=1010.0)  # 10 steps in 10 s, 89 to go
+    assert JobPublic.from_row(_job(sessions, job_id)).estimated_finish == 1099
+    pace.step_done(12, now=1010.0 + STORE_INTERVAL_S / 2)  # rewritten at most every few seconds
+    assert _job(sessions, job_id).estimated_finish == 1099
+    pace.step_done(51, now=1010.0 + STORE_INTERVAL_S + 40)  # slower now: 50 steps in 55 s
+    assert _job(sessions, job_id).estimated_finish == pytest.approx(1055.0 + 49 * 55 / 50)
+
+    queue.complete_job(sessions, job_id, "w", model_path="/models/m")
+    done = JobPublic.from_row(_job(sessions, job_id))
+    assert done.status == "succeeded" and done.estimated_finish is None and done.total_steps == 100

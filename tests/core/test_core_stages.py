@@ -87,6 +87,7 @@ def test_cancel_keeps_checkpoint_and_reports(tiny_model_dir, demo_data, tmp_path
     context = LocalContext(tmp_path / "run", stop_after_step=1, stop_reason="cancel")
     result = run_stage(spec, context)
     assert result.status == "cancelled" and result.steps == 1
+    assert context.total_steps == 5  # told to the runner up front (job progress and its finish estimate)
     assert latest_checkpoint(context.checkpoints_root).name == "checkpoint-1"
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["step"] == 1 and {"loss", "learning_rate", "grad_norm"} <= set(rows[0])

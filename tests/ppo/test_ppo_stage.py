@@ -243,8 +243,10 @@ def test_cancel_keeps_a_checkpoint(sft_model_dir: Path, demo_data: dict[str, Pat
         method={"rollout_batch_size": 4, "mini_batch_size": 4, "max_new_tokens": 6},
         training={"max_steps": 5},
     )
-    result = run_stage(spec, LocalContext(tmp_path, stop_after_step=1, stop_reason="cancel"))
+    context = LocalContext(tmp_path, stop_after_step=1, stop_reason="cancel")
+    result = run_stage(spec, context)
     assert result.status == "cancelled" and result.steps == 1
+    assert context.total_steps == 5  # told to the runner up front (job progress and its finish estimate)
     assert (tmp_path / "checkpoints" / "checkpoint-1" / "complete").exists()
 
 

@@ -60,6 +60,9 @@ def test_sft_then_dpo_pipeline_through_rest(sqlite_stack, uploaded, tiny_model_d
     assert dpo["status"] == "succeeded", dpo["error"]
 
     assert sft["result"]["steps"] == SFT_STEPS and dpo["result"]["steps"] == 6
+    # The stages told their step counts while running (the dashboard's progress bar and an SDK client read them).
+    assert (sft["total_steps"], dpo["total_steps"]) == (SFT_STEPS, 6)
+    assert sft["estimated_finish"] is None  # finished: OpenAI's object has no estimate then
     assert [row["step"] for row in client.metrics(sft_id)][-1] == SFT_STEPS
     assert len(client.checkpoints(sft_id)) >= 2
     # The DPO stage trained on the SFT stage's registered output, not on the base model.

@@ -1,0 +1,45 @@
+"""The progress of a running attempt: its total steps and a finish estimate, stored on the job."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from services.store import queue
+
+# The estimate is rewritten at most this often: one UPDATE a few seconds is plenty for a clock in minutes.
+STORE_INTERVAL_S = 5.0
+
+
+@dataclass
+class StepPace:
+    """Estimates the finish from the pace of the steps since the first one this attempt reported.
+
+    Timing starts at the first reported step, not at the plan, so model loading, compilation and a resume's
+    catch-up do not count as training pace."""
+
+    sessions: Any
+    job_id: str
+    total_steps: int | None = None
+    _first: tuple[int, float] | None = None
+    _stored_at: float = 0.0
+
+    def planned(self, total_steps: int) -> None:
+        self.total_steps, self._first = total_steps, None
+        queue.record_progress(self.sessions, self.job_id, total_steps, None)
+
+    def step_done(self, step: int, now: float | None = None) -> None:
+        if self.total_steps is None:
+            return
+        now = time.time() if now is None else now
+        if self._first is None:
+            self._first = (step, now)
+            return
+        first_step, first_time = self._first
+        if step <= first_step or now - self._stored_at < STORE_INTERVAL_S:
+            return
+        seconds_per_step = (now - first_time) / (step - first_step)
+        estimate = now + seconds_per_step * max(self.total_steps - step, 0)
+        queue.record_progress(self.sessions, self.job_id, self.total_steps, estimate)
+        self._stored_at = now
