@@ -71,3 +71,11 @@ def test_the_readme_qlora_spec_is_a_valid_spec_that_plans() -> None:
     assert spec.distribution.gpus_per_worker == 1 and spec.data.train_files == ["my_chats.jsonl"]
     estimate = estimate_memory(spec, "H100-80GB")  # offline: the planner knows Qwen2.5-0.5B's shape
     assert estimate.method == "qlora" and estimate.fits
+
+
+def test_the_first_steps_lead_from_the_demo_to_its_jobs_in_the_dashboard() -> None:
+    # alignd demo stops the instance it started: the jobs it printed were nowhere to be seen afterwards.
+    readme = (ROOT / "README.md").read_text()
+    first_step = readme[readme.index("1. Install and run the embedded demo"):readme.index("2. Install the test tools")]
+    assert ".venv/bin/alignd demo" in first_step and ".venv/bin/alignd up --port 8000" in first_step
+    assert "http://127.0.0.1:8000/" in first_step
