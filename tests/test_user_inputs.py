@@ -294,3 +294,10 @@ def test_compressed_parquet_and_cr_only_files_are_named_with_the_fix(tmp_path, c
     path.write_bytes(content())
     error = rejection(str(path))
     assert error.line == 1 and says in str(error)
+
+
+def test_a_list_record_after_line_one_is_not_told_to_run_the_whole_file_through_jq(tmp_path):
+    # The jq command converts a file that is one JSON array; for line 5 of a JSONL file it is the wrong advice.
+    path = write_lines(tmp_path / "pairs.jsonl", [CHAT] * 4 + [["Sort b a", "a b"]])
+    error = rejection(path)
+    assert error.line == 5 and "jq" not in str(error) and "one JSON object" in str(error)

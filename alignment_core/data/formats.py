@@ -224,7 +224,11 @@ def detect_format(record: dict) -> str:
 def validate_record(record: Any, line: int, expected: str = "auto") -> str:
     """Validate one parsed record; returns its format."""
     if not isinstance(record, dict):
-        hint = f" (a JSON array: JSONL needs one JSON object per line; {JQ_FIX})" if isinstance(record, list) else ""
+        hint = ""
+        if isinstance(record, list):
+            # On line 1 it may be the whole file as one array; further down it is one record written as a list.
+            hint = f" (a JSON array: JSONL needs one JSON object per line; {JQ_FIX})" if line == 1 else \
+                " (each line must be one JSON object, e.g. {\"messages\": [...]})"
         raise DataFormatError(f"must be a JSON object, got {type(record).__name__}{hint}", line)
     try:
         fmt = detect_format(record) if expected == "auto" else expected
