@@ -301,3 +301,26 @@ def test_a_list_record_after_line_one_is_not_told_to_run_the_whole_file_through_
     path = write_lines(tmp_path / "pairs.jsonl", [CHAT] * 4 + [["Sort b a", "a b"]])
     error = rejection(path)
     assert error.line == 5 and "jq" not in str(error) and "one JSON object" in str(error)
+
+
+ULTRAFEEDBACK = {  # HuggingFaceH4/ultrafeedback_binarized's columns: the pair, and the chosen chat as "messages"
+    "prompt": "Sort b a", "prompt_id": "p1",
+    "chosen": [{"role": "user", "content": "Sort b a"}, {"role": "assistant", "content": "a b"}],
+    "rejected": [{"role": "user", "content": "Sort b a"}, {"role": "assistant", "content": "b a"}],
+    "messages": [{"role": "user", "content": "Sort b a"}, {"role": "assistant", "content": "a b"}],
+    "score_chosen": 8.0, "score_rejected": 2.0,
+}
+
+
+def test_ultrafeedback_style_pairs_with_a_messages_column_are_preference_data(tmp_path, tokenizer):
+    # They were detected as chat ('messages' came first), so DPO refused the best-known DPO dataset.
+    path = write_lines(tmp_path / "ultrafeedback.jsonl", [ULTRAFEEDBACK] * 3)
+    assert validate_file(path).format == "preference"
+    row = load_training_rows(DataSpec(train_files=[path]), "dpo", seed=0).train[0]
+    assert row["prompt"] == [{"role": "user", "content": "Sort b a"}]
+    assert [m["content"] for m in row["chosen"]] == ["a b"] and [m["content"] for m in row["rejected"]] == ["b a"]
+    kept, _ = tokenize_rows(tokenizer, [row], DataSpec(train_files=[path]), "preference")
+    assert kept[0]["chosen_ids"] != kept[0]["rejected_ids"]
+    # A spec that wants the chat for SFT says so.
+    sft = load_training_rows(DataSpec(train_files=[path], format="messages"), "supervised", seed=0).train[0]
+    assert [m["role"] for m in sft["messages"]] == ["user", "assistant"]

@@ -203,6 +203,10 @@ def _common_prefix_length(first: Sequence[Any], second: Sequence[Any]) -> int:
 
 def detect_format(record: dict) -> str:
     """Name the format of one record from its keys (no validation of values)."""
+    if "chosen" in record and "rejected" in record:
+        # Before "messages": UltraFeedback-style pairs also carry the chosen conversation as "messages", and read as
+        # chat they could never train DPO (a spec's data.format: messages still reads them as chat).
+        return "preference"
     if "messages" in record:
         return "messages"
     if "preferred_output" in record or "preferred_completion" in record:
