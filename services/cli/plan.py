@@ -25,7 +25,7 @@ SHAPE_HINT = ("pass --params N (e.g. --params 7B) for a model of that size, or i
 
 
 def plan_command(
-    spec_path: Path | None = typer.Argument(None, exists=True, dir_okay=False,
+    spec_path: Path | None = typer.Argument(None, exists=True, dir_okay=False, metavar="SPEC.yaml",
                                             help="Job spec in YAML (or give --model)."),
     model: str | None = typer.Option(None, "--model", help="Hub id or model folder (replaces the spec's model)."),
     method: str | None = typer.Option(None, "--method", help="Without a spec: supervised (sft), dpo or reward_model "

@@ -45,7 +45,8 @@ def claim_output_dir(output_dir: Path, spec: Any) -> None:
 
 
 def train_command(
-    spec_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Job spec in YAML."),
+    spec_path: Path = typer.Argument(..., exists=True, dir_okay=False, metavar="SPEC.yaml",
+                                    help="Job spec in YAML."),
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Folder for checkpoints, metrics and the model."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the newest checkpoint in DIR."),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Override training.max_steps."),
