@@ -25,3 +25,13 @@ def test_usage_names_the_spec_as_the_readme_writes_it(tmp_path: Path) -> None:
     planned = alignd("plan", "--help", home=tmp_path / "home")
     assert "plan [OPTIONS] [SPEC.yaml]" in planned.stdout and "spec_path" not in planned.stdout
 
+
+def test_a_yaml_error_names_the_file_and_shows_the_line(tmp_path: Path) -> None:
+    spec = tmp_path / "broken.yaml"
+    spec.write_text("method: [supervised\nmodel: {name_or_path: alignd-tiny}\n")
+    for command in (["train", str(spec), "-o", str(tmp_path / "out")], ["plan", str(spec)]):
+        result = alignd(*command, home=tmp_path / "home")
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert f'in "{spec}", line 1, column 9' in result.stderr, result.stderr
+        assert "<unicode string>" not in result.stderr
+        assert "method: [supervised" in result.stderr  # the offending line, with the caret under it

@@ -30,7 +30,7 @@ def read_spec_file(path: Path, max_steps: int | None) -> Any:
     from alignment_core.specs import load_spec
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        data = _load_yaml(path) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise typer.BadParameter(f"cannot read {path}: {error}") from None
     if not isinstance(data, dict):
@@ -47,6 +47,17 @@ def read_spec_file(path: Path, max_steps: int | None) -> Any:
         raise typer.BadParameter(f"{path}:\n" + "\n".join(f"  {problem}" for problem in problems)) from None
     except ValueError as error:
         raise typer.BadParameter(f"{path}: {error}") from None
+
+
+def _load_yaml(path: Path) -> Any:
+    """yaml.safe_load of the file, its errors naming it ('in "spec.yaml", line 3', not '<unicode string>')."""
+    # A loader on the text keeps the snippet with a caret under the error, which a file stream's marks lose.
+    loader = yaml.SafeLoader(path.read_text(encoding="utf-8-sig"))
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def spec_problems(error: ValidationError, data: dict[str, Any]) -> list[str]:
