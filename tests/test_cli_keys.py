@@ -1,5 +1,5 @@
-"""`alignd keys` as a user types it: create prints the key last, list shows a prefix ending in '…', and revoke
-takes that prefix as listed (with the '…' copied along) or the key id."""
+"""`alignd keys` as a user types it: create prints the key last, list shows a header row and a prefix ending in
+'…', and revoke takes that prefix as listed (with the '…' copied along) or the key id."""
 
 from __future__ import annotations
 
@@ -23,10 +23,15 @@ def test_revoke_takes_the_prefix_as_listed(tmp_path: Path) -> None:
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]
     listed = keys("list", "--project", "team-a", home=tmp_path)
-    key_id, shown = listed.stdout.split("\t")[:2]
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["ID", "PREFIX", "PROJECT", "CREATED", "REVOKED", "NAME"]
+    key_id, shown, _, _, revoked_at, _ = row.split()
+    assert revoked_at == "-" and row.index(shown) == header.index("PREFIX")  # columns under their names
     assert shown.endswith("…") and key.startswith(shown.removesuffix("…"))
     revoked = keys("revoke", shown, home=tmp_path)
     assert revoked.returncode == 0 and f"revoked {key_id}" in revoked.stdout, revoked.stderr
-    assert "revoked -" not in keys("list", home=tmp_path).stdout
+    assert keys("list", home=tmp_path).stdout.splitlines()[1].split()[4] != "-"
+    nothing = keys("list", "--project", "team-b", home=tmp_path)
+    assert nothing.stdout == "" and "error: no project 'team-b'" in nothing.stderr
     missing = keys("revoke", "ak-nothing…", home=tmp_path)
     assert missing.returncode == 1 and "error: no API key 'ak-nothing'" in missing.stderr

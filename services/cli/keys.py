@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+KEY_COLUMNS = ("ID", "PREFIX", "PROJECT", "CREATED", "REVOKED", "NAME")  # `keys list`'s header row
+
 keys_app = typer.Typer(help="Manage API keys (run where the database is reachable).", no_args_is_help=True)
 
 
@@ -60,7 +62,7 @@ def revoke_key_command(
 def list_keys_command(
     project: str = typer.Option(None, "--project", help="Only this project's keys (name or id)."),
 ) -> None:
-    """List keys: id, shown prefix, project, name, created and revoked times."""
+    """List keys under a header row: id, shown prefix, project, created and revoked times, name."""
     import datetime
 
     from services.settings import get_settings
@@ -83,8 +85,15 @@ def list_keys_command(
                     typer.echo(f"error: no project '{project}'", err=True)
                     raise typer.Exit(1)
                 project_id = row.id
-            for key in list_api_keys(session, project_id):
-                typer.echo(f"{key.id}\t{key.prefix}…\t{key.project_id}\t{key.name or '-'}\t"
-                           f"created {when(key.created_at)}\trevoked {when(key.revoked_at)}")
+            rows = [[key.id, f"{key.prefix}…", key.project_id, when(key.created_at), when(key.revoked_at),
+                     key.name or "-"] for key in list_api_keys(session, project_id)]
     finally:
         engine.dispose()
+    if not rows:
+        typer.echo("no API keys" + (f" in project '{project}'" if project else ""), err=True)
+        return
+    # Aligned columns under a header; the name last, as it may hold spaces (the other columns never do).
+    table = [list(KEY_COLUMNS), *rows]
+    widths = [max(len(row[column]) for row in table) for column in range(len(KEY_COLUMNS) - 1)]
+    for row in table:
+        typer.echo("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[-1]]))
