@@ -178,10 +178,12 @@ def demo_command(
     instance = None
     started = time.monotonic()
     if url is None:
+        from services.cli.library_logs import quiet_ray_logs
         from services.cli.up import refuse_if_home_in_use
         from services.workers.embedded import EmbeddedAlignd
 
         refuse_if_home_in_use(settings.resolved_home)
+        quiet_ray_logs()
         console.print(f"starting an embedded alignd under {settings.resolved_home} ...")
         instance = EmbeddedAlignd(settings.resolved_home, port=free_port(), lease_seconds=settings.lease_seconds)
         instance.start()

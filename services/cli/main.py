@@ -21,8 +21,15 @@ def _print_version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                  help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", envvar="ALIGND_VERBOSE",
+                                 help="Also show the libraries' own notes and deprecation warnings "
+                                 "(transformers, DeepSpeed, bitsandbytes, Ray)."),
 ) -> None:
     """alignd: fine-tune and align language models."""
+    if not verbose:
+        from services.cli.library_logs import quiet_library_logs
+
+        quiet_library_logs()
 
 
 @app.command("make-tiny-model")

@@ -20,6 +20,7 @@ def up_command(
     port: int = typer.Option(8000, help="Port of the API."),
 ) -> None:
     """Start alignd embedded under ALIGND_HOME; Ctrl-C stops it (running jobs resume on the next start)."""
+    from services.cli.library_logs import quiet_ray_logs
     from services.settings import configure_logging, get_settings
     from services.workers.embedded import EmbeddedAlignd
 
@@ -31,6 +32,7 @@ def up_command(
         typer.echo(f"error: cannot listen on {host}:{port} ({problem}); choose another with --port", err=True)
         raise typer.Exit(1)
     refuse_if_home_in_use(settings.resolved_home)
+    quiet_ray_logs()
     instance = EmbeddedAlignd(settings.resolved_home, host=host, port=port, lease_seconds=settings.lease_seconds)
     stop_requested = threading.Event()
     _catch_stop_signals(stop_requested)  # also during start: a Ctrl-C there stops cleanly once started
