@@ -32,7 +32,7 @@ from services.api.model_names import check_model_name
 from services.api.schemas import JobCreate
 from services.settings import get_settings
 from services.store.async_db import AsyncDatabase
-from services.store.files import file_format
+from services.store.files import file_format, known_file_format
 from services.store.jobs import JobOutput, find_job_by_output, model_registered
 from services.store.models import Project
 from services.store.queue import NewJob
@@ -210,19 +210,56 @@ def output_model_name(model: str, suffix: str | None, job_id: str) -> str:
     return f"ft:{base}:{suffix}:{job_id}" if suffix else f"ft:{base}:{job_id}"
 
 
-async def _check_file(db: AsyncDatabase, project: Project, file_id: str, method_type: str, param: str) -> None:
-    data_format = await file_format(db, project.id, file_id)
-    if data_format is None:
-        raise ApiError(400, f"{param}: no file '{file_id}' in this project", param=param, code="file_not_found")
+def _input_files(spec: JobSpec) -> list[tuple[str, str]]:
+    """A spec's input files in the order they are checked, each with the request field that named it."""
+    train = [(file_id, "training_file" if index == 0 else "spec.data.train_files")
+             for index, file_id in enumerate(spec.data.train_files)]
+    return train + [(file_id, "validation_file") for file_id in spec.data.eval_files]
+
+
+def _check_format(data_format: str, method_type: str, param: str) -> None:
     try:
         check_method_accepts(method_type, data_format)
     except DataFormatError as error:
         raise bad_request(f"{param}: {error.reason}", param, code="unsuitable_file_format") from None
 
 
+async def check_input_files(db: AsyncDatabase, project: Project, spec: JobSpec, method_type: str) -> None:
+    """Every input file exists in the project, is not deleted and holds data the method trains on; else 400 naming
+    the first that does not."""
+    for file_id, param in _input_files(spec):
+        data_format = await file_format(db, project.id, file_id)
+        if data_format is None:
+            raise ApiError(400, f"{param}: no file '{file_id}' in this project", param=param, code="file_not_found")
+        _check_format(data_format, method_type, param)
+
+
+async def recheck_input_files(db: AsyncDatabase, project: Project, job: NewJob) -> None:
+    """After queue.InputFileMissing: the 400 naming the file that is gone (check_input_files on the job's spec)."""
+    await check_input_files(db, project, JobSpec.model_validate(job.spec), job.method)
+
+
+def _deferred_file_checks(project: Project, spec: JobSpec, method_type: str) -> list[str] | None:
+    """The input files, if their formats are known and suit the method: only their existence is left to check,
+    which the insert does (NewJob.live_files), saving a round trip per file. None: check them now."""
+    files = _input_files(spec)
+    formats = [known_file_format(project.id, file_id) for file_id, _ in files]
+    if None in formats:
+        return None
+    try:
+        for data_format, (_, param) in zip(formats, files):
+            _check_format(data_format, method_type, param)
+    except ApiError:
+        return None  # check_input_files gives the error a missing file before it would have had
+    return [file_id for file_id, _ in files]
+
+
 async def build_new_job(db: AsyncDatabase, project: Project, body: JobCreate, job_id: str,
-                        references: ModelReferences | None = None) -> NewJob:
-    """Validate `body` completely and return what the queue stores; raises ApiError(400) on any problem."""
+                        references: ModelReferences | None = None, defer_file_checks: bool = False) -> NewJob:
+    """Validate `body` completely and return what the queue stores; raises ApiError(400) on any problem.
+
+    `defer_file_checks`: input files whose formats are already known are left in NewJob.live_files for the insert
+    to find (enqueue raises queue.InputFileMissing when one is gone; then call check_input_files for the 400)."""
     references = references or ModelReferences(db, project)
     _refuse_non_finite_numbers(body)
     method_type, settings, sent_as = _method_settings(body.method, body.hyperparameters)
@@ -288,12 +325,15 @@ async def build_new_job(db: AsyncDatabase, project: Project, body: JobCreate, jo
         validated = _validate_spec(_deep_merge(validated.model_dump(mode="json"), {
             "training": {"learning_rate": validated.training.learning_rate * multiplier}}), origins, None)
 
-    for index, file_id in enumerate(validated.data.train_files):
-        await _check_file(db, project, file_id, method_type,
-                          "training_file" if index == 0 else "spec.data.train_files")
-    for file_id in validated.data.eval_files:
-        await _check_file(db, project, file_id, method_type, "validation_file")
-    _check_memory(validated)
+    live_files = _deferred_file_checks(project, validated, method_type) if defer_file_checks else None
+    if live_files is None:
+        await check_input_files(db, project, validated, method_type)
+    try:
+        _check_memory(validated)
+    except ApiError:
+        if live_files is not None:  # a missing file is the error a client heard first
+            await check_input_files(db, project, validated, method_type)
+        raise
 
     return NewJob(
         id=job_id, project_id=project.id, spec=validated.model_dump(mode="json"), method=method_type,
@@ -302,6 +342,7 @@ async def build_new_job(db: AsyncDatabase, project: Project, body: JobCreate, jo
         seed=validated.training.seed, metadata=body.metadata, priority=body.priority,
         max_attempts=body.max_attempts, depends_on=list(references.depends_on),
         output_model=output_model_name(model_name, body.suffix, job_id), package_versions=dict(package_versions()),
+        live_files=live_files or [],
     )
 
 

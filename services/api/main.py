@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -70,12 +71,29 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if listener is not None:
         listener.start()
     await context.db.open()
+    _freeze_startup_objects()
     try:
         yield
     finally:
         await context.db.close()
         if listener is not None:
             await anyio.to_thread.run_sync(listener.stop)
+
+
+_frozen = False
+
+
+def _freeze_startup_objects() -> None:
+    """Take what start-up built (modules, the app, pydantic schemas: ~140,000 objects) out of the cyclic GC.
+
+    A full collection traversed all of them: ~30 ms on this 2-core VM, during which every request in flight waits
+    (50 at once in the closed-loop benchmark: its slowest 1-2% were such pauses). Frozen, they are never traversed
+    again. Once per process: tests build many apps in one process, and later apps' garbage should stay collectable."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 def engine_is_sqlite(database_url: str) -> bool:

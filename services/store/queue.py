@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, Text, bindparam, insert, literal, null, select, update
+from sqlalchemy import Engine, String, Text, bindparam, cast, exists, func, insert, literal, null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -67,12 +67,18 @@ RETRY_BACKOFF_BASE_S = 5.0
 RETRY_BACKOFF_MAX_S = 600.0
 
 __all__ = [
-    "ClaimedJob", "DependencyFailed", "InvalidTransition", "JobNotFound", "LeaseFlags", "LeaseLost", "NewJob",
+    "ClaimedJob", "DependencyFailed", "InputFileMissing", "InvalidTransition", "JobNotFound", "LeaseFlags",
+    "LeaseLost", "NewJob",
     "claim_jobs", "claim_next_job", "complete_job", "complete_jobs", "enqueue_and_commit", "enqueue_job",
     "enqueue_jobs", "fail_job",
     "latest_checkpoint", "mark_cancelled", "mark_paused", "record_checkpoint", "record_event", "record_metrics",
     "register_model", "renew_lease", "requeue_expired_leases", "resolve_model", "wait_for_jobs",
 ]
+
+
+class InputFileMissing(ValueError):
+    """A job's input file, whose check the API left to the insert (NewJob.live_files), is gone: nothing was
+    inserted. The caller checks the files again to say which."""
 
 
 class DependencyFailed(ValueError):
@@ -106,6 +112,10 @@ class NewJob:
     pipeline_id: str | None = None
     package_versions: dict[str, Any] | None = None
     id: str | None = None
+    # Input files (project's, not deleted) that the insert itself must find, in the same statement or
+    # transaction; else InputFileMissing and nothing is inserted. The API leaves them here when it knew their
+    # formats already (services.store.files.known_file_format) and skipped the lookup round trip.
+    live_files: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -175,6 +185,9 @@ def enqueue_jobs(session: Session, jobs: list[NewJob]) -> list[str]:
 
     Wakes no worker: call AsyncDatabase.notify_workers once the transaction is committed."""
     rows, edges, events = _job_rows(session, jobs)
+    for job in jobs:
+        if job.live_files and _live_file_count(session, job) < len(set(job.live_files)):
+            raise InputFileMissing(job.id)
     connection = session.connection()
     connection.execute(insert(Job.__table__), rows)
     if edges:
@@ -183,17 +196,39 @@ def enqueue_jobs(session: Session, jobs: list[NewJob]) -> list[str]:
     return [row["id"] for row in rows]
 
 
-@lru_cache(maxsize=1)
-def _enqueue_statement() -> Any:
-    """One statement on Postgres: the job and its creation event; ``seq`` read back.
+def _live_file_count(session: Session, job: NewJob) -> int:
+    return session.execute(select(func.count()).select_from(File).where(
+        File.id.in_(set(job.live_files)), File.project_id == job.project_id, File.deleted.is_(False))).scalar_one()
 
-    Built once with bind parameters: constructing a CTE per call costs more CPU than running it. Only ``seq`` comes
-    back: every other value is the caller's own, and reading the JSON columns back cost a third of a create. No
-    NOTIFY here (see async_db._Notifier)."""
+
+def _live_file(index: int) -> Any:
+    files = File.__table__
+    return exists().where(files.c.id == bindparam(f"live_file_{index}"),
+                          files.c.project_id == bindparam("live_files_project"), files.c.deleted.is_(False))
+
+
+@lru_cache(maxsize=8)
+def _enqueue_statement(live_files: int = 0) -> Any:
+    """One statement on Postgres: the job and its creation event; ``seq`` read back (no row: an input file in
+    NewJob.live_files is gone, nothing was inserted).
+
+    Built once per number of live files, with bind parameters: constructing a CTE per call costs more CPU than
+    running it. Only ``seq`` comes back: every other value is the caller's own, and reading the JSON columns back
+    cost a third of a create. No NOTIFY here (see async_db._Notifier)."""
     jobs_table, events_table = Job.__table__, JobEvent.__table__
-    values = {column.name: bindparam(column.name, type_=column.type) for column in jobs_table.c if column.name != "seq"}
-    new_job = insert(jobs_table).values(values).returning(jobs_table.c.seq, jobs_table.c.id,
-                                                          jobs_table.c.created_at).cte("new_job")
+    columns = [column for column in jobs_table.c if column.name != "seq"]
+    if live_files:
+        # INSERT ... SELECT so that a WHERE can refuse the row. Each value is cast to its column's type: in a
+        # SELECT list Postgres would type an untyped parameter (a NULL) as text, and the insert would fail. Strings
+        # to VARCHAR without a length: a cast to VARCHAR(64) would cut a long value where the insert refuses it.
+        values = select(*(cast(bindparam(column.name, type_=column.type),
+                               String() if isinstance(column.type, String) else column.type) for column in columns)
+                        ).where(*(_live_file(index) for index in range(live_files)))
+        inserted = insert(jobs_table).from_select([column.name for column in columns], values)
+    else:
+        inserted = insert(jobs_table).values({column.name: bindparam(column.name, type_=column.type)
+                                              for column in columns})
+    new_job = inserted.returning(jobs_table.c.seq, jobs_table.c.id, jobs_table.c.created_at).cte("new_job")
     logged = insert(events_table).from_select(
         ["job_id", "level", "type", "message", "data", "created_at"],
         select(new_job.c.id, literal("info"), literal("message"), bindparam("event_message", type_=Text()),
@@ -206,7 +241,12 @@ def _one_statement(job: NewJob) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Postgres, a job that waits on no other job: the statement, its parameters and the job's column values."""
     (row,), _, (event,) = _job_rows(None, [job])
     values = {**_UNSET_COLUMNS, **row}
-    return _enqueue_statement(), {**values, "event_message": event["message"]}, values
+    params = {**values, "event_message": event["message"]}
+    live_files = list(dict.fromkeys(job.live_files))
+    if live_files:
+        params["live_files_project"] = job.project_id
+        params.update({f"live_file_{index}": file_id for index, file_id in enumerate(live_files)})
+    return _enqueue_statement(len(live_files)), params, values
 
 
 def enqueue_job(session: Session, job: NewJob) -> Job:
@@ -218,7 +258,9 @@ def enqueue_job(session: Session, job: NewJob) -> Job:
         (job_id,) = enqueue_jobs(session, [job])
         return session.execute(select(Job).where(Job.id == job_id)).scalar_one()
     statement, params, values = _one_statement(job)
-    values["seq"] = session.execute(statement, params).scalar_one()
+    values["seq"] = session.execute(statement, params).scalar_one_or_none()
+    if values["seq"] is None:
+        raise InputFileMissing(job.id)
     return Job(**{attribute.key: values[attribute.columns[0].name] for attribute in Job.__mapper__.column_attrs})
 
 
@@ -227,7 +269,8 @@ async def enqueue_and_commit(db: AsyncDatabase, job: NewJob) -> JobRow:
     self-committing statement; otherwise a transaction in a worker thread. Wakes no worker (db.notify_workers)."""
     if db.is_postgres and not job.depends_on:
         statement, params, values = _one_statement(job)
-        await db.scalar(statement, params)
+        if await db.row(statement, params) is None:
+            raise InputFileMissing(job.id)
         return public_row_of_columns(values)
     return public_row(await db.in_transaction(lambda session: enqueue_job(session, job)))
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from services.api.deps import AppContext, CurrentProject, SessionDep
 from services.api.errors import ApiError, bad_request, not_found
-from services.api.job_requests import body_hash, build_new_job
+from services.api.job_requests import body_hash, build_new_job, recheck_input_files
 from services.api.schemas import (
     CheckpointPublic,
     JobCreate,
@@ -25,10 +25,11 @@ from services.api.schemas import (
     jobs_page_json,
 )
 from services.store import jobs as job_store
+from services.store.async_db import AsyncDatabase
 from services.store.jobs import JobRow, public_row
 from services.store.lifecycle import InvalidTransition
-from services.store.models import JOB_STATUSES, Job, new_id
-from services.store.queue import DependencyFailed, enqueue_and_commit
+from services.store.models import JOB_STATUSES, Job, Project, new_id
+from services.store.queue import DependencyFailed, InputFileMissing, NewJob, enqueue_and_commit
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning jobs"])
 QueryModel = TypeVar("QueryModel", bound=BaseModel)
@@ -71,10 +72,10 @@ async def create_job(body: JobCreate, request: Request, project: CurrentProject,
         existing = await job_store.public_job_by_idempotency_key(db, project.id, idempotency_key)
         if existing is not None:
             return _replay(existing, digest)
-    new_job = await build_new_job(db, project, body, new_id("ftjob"))
+    new_job = await build_new_job(db, project, body, new_id("ftjob"), defer_file_checks=True)
     new_job.idempotency_key, new_job.idempotency_hash = idempotency_key, digest
     try:
-        row = await enqueue_and_commit(db, new_job)
+        row = await _enqueue(db, project, new_job)
     except DependencyFailed as error:
         raise bad_request(str(error), "model", code="dependency_failed") from None
     except IntegrityError:
@@ -85,6 +86,15 @@ async def create_job(body: JobCreate, request: Request, project: CurrentProject,
         return _replay(existing, digest)
     db.notify_workers()
     return _job_response(row)
+
+
+async def _enqueue(db: AsyncDatabase, project: Project, new_job: NewJob) -> JobRow:
+    try:
+        return await enqueue_and_commit(db, new_job)
+    except InputFileMissing:  # an input file whose check was left to the insert is gone: nothing was inserted
+        await recheck_input_files(db, project, new_job)  # raises the 400 that names it
+        new_job.live_files = []  # not reached while deletes are final: the files are all there after all
+        return await enqueue_and_commit(db, new_job)
 
 
 def _metadata_filter(request: Request, raw: str | None) -> dict[str, str] | None:
