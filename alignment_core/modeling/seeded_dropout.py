@@ -44,26 +44,41 @@ def _apply(x: torch.Tensor, key: torch.Tensor, salt: torch.Tensor, p: float) -> 
     return torch.where(keep, x * (1.0 / (1.0 - p)), torch.zeros((), dtype=x.dtype, device=x.device))
 
 
-_compiled: dict[str, Any] = {}
+def _triton_apply(x: torch.Tensor, key: torch.Tensor, salt: torch.Tensor, p: float) -> torch.Tensor:
+    """`_apply` as one Triton kernel, the same integer arithmetic in uint32 (which wraps where `_apply` masks), so
+    the masks are identical. A plain Triton kernel rather than torch.compile: a recompilation inside a CUDA graph
+    capture would invalidate the capture (seen once per process on an H100, bench/gpu graph_check)."""
+    from alignment_core.modeling.seeded_dropout_kernel import BLOCK, seeded_dropout_kernel
+
+    out = torch.empty_like(x)
+    n = x.numel()
+    seeded_dropout_kernel[((n + BLOCK - 1) // BLOCK,)](
+        x, out, key, salt, n, int(round(p * 2**32)), 1.0 / (1.0 - p), BLOCK=BLOCK
+    )
+    return out
+
+
+_TRITON: dict[str, bool] = {}
 
 
 def _kernel(x: torch.Tensor):
-    """On a GPU the mask arithmetic compiled into one fused kernel (eager it is ~20 passes over an int64 tensor)."""
+    """On a GPU one Triton kernel when Triton imports (eager, `_apply` is ~20 passes over an int64 tensor)."""
     if not x.is_cuda:
         return _apply
-    if "fn" not in _compiled:
+    if "ok" not in _TRITON:
         try:
-            _compiled["fn"] = torch.compile(_apply, dynamic=False, fullgraph=True)
-        except Exception as error:  # noqa: BLE001 - no compiler: the eager arithmetic is correct, only slower
-            logger.warning("seeded dropout runs eagerly: torch.compile failed (%s)", error)
-            _compiled["fn"] = _apply
-    return _compiled["fn"]
+            import alignment_core.modeling.seeded_dropout_kernel  # noqa: F401 - imports triton
+        except Exception as error:  # noqa: BLE001 - no Triton: the torch arithmetic is correct, only slower
+            logger.warning("seeded dropout runs as torch ops: Triton unavailable (%s)", error)
+            _TRITON["ok"] = False
+        else:
+            _TRITON["ok"] = True
+    return _triton_apply if _TRITON["ok"] else _apply
 
 
 def _masked(x: torch.Tensor, key: torch.Tensor, salt: torch.Tensor, p: float) -> torch.Tensor:
-    # The same global state in the forward (under the trainer's autocast) and the backward (autograd's device
-    # thread, no autocast): one compiled kernel serves both, compiled outside any graph capture.
-    with torch.autocast(x.device.type, enabled=False, cache_enabled=True):
+    # Integer mask arithmetic and a float32 scale whatever autocast says, as nn.Dropout computes.
+    with torch.autocast(x.device.type, enabled=False):
         return _kernel(x)(x, key, salt, p)
 
 

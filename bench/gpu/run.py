@@ -262,6 +262,8 @@ def print_table(results: list[dict], env: dict) -> None:
                 if isinstance(diff, dict) and "max_loss_rel" in diff:
                     loss, grad = diff["max_loss_rel"], diff["max_grad_rel"]
                     print(f"graph_check {name}: loss rel {loss:.2e}, grad rel {grad:.2e}")
+                elif name == "dropout_kernel":
+                    print(f"graph_check dropout kernel: {diff}")
                 elif isinstance(diff, dict) and "graph_replays" in diff:
                     error = (diff.get("graph_error") or "").strip().splitlines()[-1:] or ["-"]
                     print(f"graph_check {name}: replays {diff['graph_replays']}, error {error[0][:150]}")
