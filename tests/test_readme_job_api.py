@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -128,10 +129,13 @@ def test_every_hyperparameter_and_extension_the_readme_names_is_one_the_api_take
     assert {"lora", "max_length"} <= extensions <= set(JobCreate.model_fields)
 
 
+@pytest.mark.parametrize("output", ["full", "lora_merged"])
 def test_the_fine_tuned_model_snippet_loads_and_generates(server: str, user_home: Path, tmp_path: Path,
-                                                          tiny_model_dir: Path) -> None:
+                                                          tiny_model_dir: Path, output: str) -> None:
     """The README's 'Using a fine-tuned model' block, run on a job finished the way a dispatcher finishes one
-    (the store's claim and complete, the output folder a real model), through the real API."""
+    (the store's claim and complete), through the real API. Its output is a full model folder, or the layout of a
+    LoRA job run with merge_adapters: the adapter (whose base, 'alignd-tiny', no library outside alignd can
+    resolve) and the merged model in 'merged'."""
     from openai import OpenAI
 
     from services.store import queue
@@ -150,7 +154,16 @@ def test_the_fine_tuned_model_snippet_loads_and_generates(server: str, user_home
     sessions = make_session_factory(make_engine(f"sqlite:///{user_home / '.alignd' / 'alignd.db'}"))
     claimed = queue.claim_next_job(sessions, "readme-test-worker", lease_seconds=600)
     assert claimed is not None and claimed.id == job.id
-    queue.complete_job(sessions, job.id, "readme-test-worker", attempt=claimed.attempt, model_path=str(tiny_model_dir))
+    model_path = tiny_model_dir
+    if output == "lora_merged":
+        model_path = tmp_path / "output-model"
+        shutil.copytree(tiny_model_dir, model_path / "merged")
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):  # saved beside the adapter
+            if (tiny_model_dir / name).exists():
+                shutil.copy(tiny_model_dir / name, model_path / name)
+        (model_path / "adapter_config.json").write_text(json.dumps(
+            {"peft_type": "LORA", "base_model_name_or_path": "alignd-tiny", "r": 16, "target_modules": "all-linear"}))
+    queue.complete_job(sessions, job.id, "readme-test-worker", attempt=claimed.attempt, model_path=str(model_path))
 
     script = "\n".join([
         "from openai import OpenAI",
