@@ -372,3 +372,34 @@ def test_the_key_dialog_says_where_a_key_comes_from(server: dict, tmp_path: Path
         expect(where).to_contain_text("alignd up")
         expect(where).to_contain_text("~/.alignd/admin_key")
         expect(where).to_contain_text("alignd keys create --project NAME")
+
+
+def test_a_job_links_the_jobs_it_depends_on_and_names_its_reward(server: dict, running_job: dict, pipeline: dict,
+                                                                 tmp_path: Path) -> None:
+    """A queued chained job said why it waited only in its first event, and its base model was plain text."""
+    from playwright.sync_api import expect
+
+    sft_id, dpo_id = pipeline["job_ids"]
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
+        created = client.post("/v1/fine_tuning/jobs", json={
+            "model": sft_id, "training_file": running_job["sft_file"],
+            "method": {"type": "ppo", "ppo": {"reward": {"type": "function", "function": "demo_sort"}}}})
+        assert created.status_code == 200, created.text
+    ppo_id = created.json()["id"]
+
+    with _chromium_page(tmp_path) as page:
+        page.goto(f"{server['url']}/dashboard")
+        page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
+        page.goto(f"{server['url']}/dashboard#/jobs/{ppo_id}")
+        page.reload()
+        expect(page.locator(".fact", has_text="Reward")).to_contain_text("function: demo_sort")
+        expect(page.locator("#depends-on a")).to_have_attribute("href", f"#/jobs/{sft_id}")
+
+        page.goto(f"{server['url']}/dashboard#/jobs/{dpo_id}")
+        expect(page.locator("#depends-on a")).to_have_text(sft_id)
+        base = page.locator(".fact", has_text="Base model").locator("a")
+        expect(base).to_have_attribute("href", f"#/jobs/{sft_id}")
+        base.click()
+        expect(page.locator("h1")).to_contain_text(sft_id)
+        expect(page.locator("#depends-on")).to_have_count(0)  # the first stage depends on nothing

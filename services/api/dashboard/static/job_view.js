@@ -19,15 +19,43 @@ function fact(label, value) {
   return el("div", {class: "fact"}, el("dt", null, label), el("dd", null, value ?? "—"));
 }
 
+/** The job a model name comes from ("ftjob-…" or "ft:<base>:…:ftjob-…"), or null for a hub id / folder. */
+export function sourceJob(model) {
+  if (typeof model !== "string") return null;
+  const match = model.match(/^(ftjob-[0-9a-f]+)$/) || model.match(/^ft:.*:(ftjob-[0-9a-f]+)(?::ckpt-step-\d+)?$/);
+  return match ? match[1] : null;
+}
+
+/** A model name, linked to the job that makes it when it is one of this project's jobs' outputs. */
+function modelLink(model) {
+  const source = sourceJob(model);
+  return source ? el("a", {href: `#/jobs/${source}`, class: "mono", title: model}, model)
+    : el("span", {class: "mono", title: model}, model);
+}
+
+/** A PPO job's reward source: a reward-model job (linked), a function or an HTTP scorer. */
+function rewardSource(job) {
+  const reward = job.spec && job.spec.method && job.spec.method.reward;
+  if (!reward) return null;
+  if (reward.model) return modelLink(reward.model);
+  return el("span", {class: "mono"}, `${reward.type}: ${reward.function || reward.url || reward.application}`);
+}
+
 function facts(job, metrics) {
   const pipeline = job.pipeline_id
     ? el("a", {href: `#/pipelines/${job.pipeline_id}`, class: "mono"}, job.pipeline_id) : "—";
   const lastStep = metrics.lastStep;
+  const dependsOn = job.depends_on || [];
+  const reward = rewardSource(job);
   return el("dl", {class: "facts"},
     fact("Method", el("span", {class: "chip"}, methodOf(job))),
-    fact("Base model", el("span", {class: "mono"}, job.model)),
+    fact("Base model", modelLink(job.model)),
     fact("Fine-tuned model", job.fine_tuned_model ? el("span", {class: "mono"}, job.fine_tuned_model) : "—"),
     fact("Pipeline", pipeline),
+    reward ? fact("Reward", reward) : null,
+    // A queued job that waits for others says so here, not only in its first event.
+    dependsOn.length ? fact("Depends on", el("span", {id: "depends-on", title: dependsOn.join(", ")},
+      dependsOn.map((id, i) => [i ? ", " : null, el("a", {href: `#/jobs/${id}`, class: "mono"}, id)]))) : null,
     fact("Training file", job.training_file ? el("span", {class: "mono"}, job.training_file) : "—"),
     fact("Created", formatTime(job.created_at)),
     fact("Finished", formatTime(job.finished_at)),
