@@ -230,3 +230,21 @@ def test_reward_model_chained_on_an_sft_adapter_round_trips(sft_adapter, tokeniz
         out_dir = save_model(scorer, tokenizer, tmp_path / f"rm-{source.name}")
         reloaded = load_sequence_scorer(ModelSpec(name_or_path=str(out_dir)), trainable=False)
         torch.testing.assert_close(_logits(reloaded, batch), _logits(scorer, batch), atol=1e-5, rtol=1e-5)
+
+
+def test_an_adapter_on_the_built_in_model_loads_with_plain_peft(tokenizer, tmp_path, monkeypatch):
+    """Outside alignd, peft finds the base in adapter_config.json: the alias 'alignd-tiny' must not be it."""
+    from peft import AutoPeftModelForCausalLM
+
+    from alignment_core.modeling.model_folders import adapter_base
+
+    monkeypatch.setenv("ALIGND_HOME", str(tmp_path / "home"))
+    policy = load_causal_lm(ModelSpec(name_or_path="alignd-tiny", lora=LoraSpec(r=4)), seed=0)
+    out_dir = save_model(policy, tokenizer, tmp_path / "adapter")
+    written = json.loads((out_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert written == str(tmp_path / "home" / "models" / "alignd-tiny")
+    assert adapter_base(out_dir) == "alignd-tiny"  # alignd's card keeps the alias (any ALIGND_HOME resolves it)
+    assert policy.peft_config["default"].base_model_name_or_path == "alignd-tiny"  # the live model is unchanged
+    reloaded = AutoPeftModelForCausalLM.from_pretrained(str(out_dir))
+    batch = _batch(tokenizer)
+    torch.testing.assert_close(_logits(reloaded, batch), _logits(policy, batch))
