@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from alignment_core.modeling.model_names import written_as_path
+from services.cli.hub_model_check import check_hub_model
 
 # What people call the methods (TRL's trainer names, papers), and the method type each means.
 METHOD_ALIASES = {"sft": "supervised", "rm": "reward_model", "reward": "reward_model", "rlhf": "ppo"}
@@ -122,7 +123,8 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 
 def check_spec_inputs(spec: Any) -> None:
-    """Refuse what would only fail after the model loads: the method, the data files, a local model folder."""
+    """Refuse what would only fail after the model loads: the method, the data files, a local model folder,
+    a hub model that is not cached where the hub cannot give it."""
     from alignment_core.data.demo_sources import resolve_data_path
     from alignment_core.data.formats import DataFormatError, check_method_accepts, validate_file
     from alignment_core.specs import IMPLEMENTED_METHODS
@@ -131,6 +133,8 @@ def check_spec_inputs(spec: Any) -> None:
     if method not in IMPLEMENTED_METHODS:
         raise typer.BadParameter(f"method '{method}' has no stage yet; use one of {list(IMPLEMENTED_METHODS)}")
     resolve_model_path(spec)
+    if not _is_local_model(spec.model.name_or_path):
+        check_hub_model(spec.model.name_or_path)
     # '~' is the shell's; the loaders would read '~/data.jsonl' literally.
     spec.data.train_files = [_expand_home(name) for name in spec.data.train_files]
     spec.data.eval_files = [_expand_home(name) for name in spec.data.eval_files]
@@ -151,6 +155,12 @@ def check_spec_inputs(spec: Any) -> None:
 def resolve_model_path(spec: Any) -> None:
     """A local model folder as an absolute path ('~' expanded); a missing folder raises BadParameter."""
     spec.model.name_or_path = _check_model(spec.model.name_or_path)
+
+
+def _is_local_model(name: str) -> bool:
+    from alignment_core.modeling.tiny import TINY_MODEL_NAME
+
+    return name == TINY_MODEL_NAME or Path(name).is_dir()
 
 
 def _expand_home(name: str) -> str:
