@@ -403,3 +403,31 @@ def test_a_job_links_the_jobs_it_depends_on_and_names_its_reward(server: dict, r
         base.click()
         expect(page.locator("h1")).to_contain_text(sft_id)
         expect(page.locator("#depends-on")).to_have_count(0)  # the first stage depends on nothing
+
+
+def test_the_jobs_list_says_why_a_job_failed(server: dict, running_job: dict, tmp_path: Path) -> None:
+    """A failed row showed only 'failed': the reason was one click away, on each job in turn."""
+    from playwright.sync_api import expect
+
+    from services.store import queue
+
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
+        created = client.post("/v1/fine_tuning/jobs", json={
+            "model": "alignd-tiny", "training_file": running_job["sft_file"], "priority": 1000})
+        assert created.status_code == 200, created.text
+    job_id, sessions = created.json()["id"], running_job["sessions"]
+    claimed = queue.claim_next_job(sessions, "failing-test-worker", lease_seconds=600)
+    assert claimed is not None and claimed.id == job_id
+    reason = "OSError: no model named 'nonexistent-org/nonexistent-model' in the cache"
+    queue.fail_job(sessions, job_id, "failing-test-worker", reason, attempt=claimed.attempt)
+
+    with _chromium_page(tmp_path) as page:
+        page.goto(f"{server['url']}/dashboard")
+        page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
+        page.goto(f"{server['url']}/dashboard#/jobs")
+        page.reload()
+        status = page.locator(f"tr[data-job-id='{job_id}'] .job-status")
+        expect(status.locator(".badge")).to_have_text("failed")
+        expect(status.locator(".job-error")).to_have_text(reason)
+        expect(status).to_have_attribute("title", reason)

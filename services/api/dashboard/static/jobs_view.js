@@ -46,7 +46,10 @@ function jobRow(job) {
     onkeydown: (e) => { if (e.key === "Enter") open(); }},
   el("td", null, el("a", {href: `#/jobs/${job.id}`, class: "mono"}, job.id),
     job.user_provided_suffix ? el("div", {class: "muted small"}, job.user_provided_suffix) : null),
-  el("td", {class: "job-status"}, statusBadge(job.status)),
+  // A failed job's reason on hover and under the badge: the list was the first place a failure went unexplained.
+  el("td", {class: "job-status", title: job.error?.message || null}, statusBadge(job.status),
+    job.status === "failed" && job.error?.message
+      ? el("div", {class: "muted small ellipsis job-error"}, job.error.message) : null),
   el("td", null, el("span", {class: "chip"}, methodOf(job))),
   el("td", {class: "mono ellipsis", title: job.model}, job.model),
   el("td", {title: formatTime(job.created_at)}, formatAge(job.created_at)),
