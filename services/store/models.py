@@ -98,7 +98,12 @@ class Pipeline(Base):
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
-        UniqueConstraint("project_id", "idempotency_key", name="uq_jobs_project_idempotency_key"),
+        # Partial (migration 0004): most jobs have no key and no pipeline, and every insert and queue transition
+        # wrote their NULL entries.
+        Index("uq_jobs_project_idempotency_key", "project_id", "idempotency_key", unique=True,
+              postgresql_where=text("idempotency_key IS NOT NULL"), sqlite_where=text("idempotency_key IS NOT NULL")),
+        Index("ix_jobs_pipeline_id", "pipeline_id", postgresql_where=text("pipeline_id IS NOT NULL"),
+              sqlite_where=text("pipeline_id IS NOT NULL")),
         # The claim query's path: only runnable rows are in it, in claim order.
         Index(
             "ix_jobs_claimable", text("priority DESC"), "seq",
@@ -114,7 +119,7 @@ class Job(Base):
     seq: Mapped[int] = mapped_column(SeqColumn, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    pipeline_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    pipeline_id: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(20))
     method: Mapped[str] = mapped_column(String(20))
     model: Mapped[str] = mapped_column(String(1000))  # the model as the client named it

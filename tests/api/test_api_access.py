@@ -101,7 +101,7 @@ def test_keys_command_prints_the_key_last_and_it_works(server, tmp_path):
         assert client.get("/v1/fine_tuning/jobs").status_code == 200
     migrate = subprocess.run([sys.executable, "-m", "services.cli.main", "migrate"], env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=60)
-    assert migrate.returncode == 0 and "revision 0003" in migrate.stdout, migrate.stderr
+    assert migrate.returncode == 0 and "revision 0004" in migrate.stdout, migrate.stderr
 
 
 def _wait_for_status(client, path: str, status: int, timeout: float = 2.0) -> float:
