@@ -431,3 +431,37 @@ def test_the_jobs_list_says_why_a_job_failed(server: dict, running_job: dict, tm
         expect(status.locator(".badge")).to_have_text("failed")
         expect(status.locator(".job-error")).to_have_text(reason)
         expect(status).to_have_attribute("title", reason)
+
+
+def test_a_validation_files_bookkeeping_is_not_drawn_as_curves(server: dict, running_job: dict,
+                                                               tmp_path: Path) -> None:
+    """A job with a validation file logs eval_runtime and eval_num_tokens (names from a real SFT run): they were
+    drawn under "More metrics" as if they were curves to watch, unlike their training twins."""
+    from playwright.sync_api import expect
+
+    from services.store import queue
+
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
+        created = client.post("/v1/fine_tuning/jobs", json={
+            "model": "alignd-tiny", "training_file": running_job["sft_file"], "priority": 1000})
+        assert created.status_code == 200, created.text
+    job_id, sessions = created.json()["id"], running_job["sessions"]
+    claimed = queue.claim_next_job(sessions, "eval-test-worker", lease_seconds=600)
+    assert claimed is not None and claimed.id == job_id
+    for step in range(1, 4):
+        queue.record_metrics(sessions, job_id, step, {"loss": 2.0 / step, "num_tokens": 13.0 * step})
+        queue.record_metrics(sessions, job_id, step, {
+            "eval_loss": 2.2 / step, "eval_mean_token_accuracy": 0.2 * step, "eval_runtime": 0.05,
+            "eval_num_tokens": 13.0 * step, "eval_samples_per_second": 200.0, "eval_steps_per_second": 20.0})
+
+    with _chromium_page(tmp_path) as page:
+        page.goto(f"{server['url']}/dashboard")
+        page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
+        page.goto(f"{server['url']}/dashboard#/jobs/{job_id}")
+        page.reload()
+        expect(page.locator("[data-chart='Loss'] polyline[data-series='eval_loss']")).to_have_attribute(
+            "data-points", "3")
+        expect(page.locator(".more-metrics summary")).to_have_text("More metrics (1)")  # eval_mean_token_accuracy
+        for hidden in ("eval_runtime", "eval_num_tokens", "num_tokens"):
+            expect(page.locator(f"polyline[data-series='{hidden}']")).to_have_count(0)

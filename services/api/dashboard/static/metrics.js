@@ -9,7 +9,8 @@ const GROUPS = [
 ];
 // Bookkeeping values that are not curves anyone watches. "train_loss" is the trainer's end-of-run average
 // (one value per attempt): drawn next to "loss" it looks like a second, smoother curve.
-const HIDDEN = /^(epoch|step|global_step|total_flos|train_runtime|train_loss|.*_per_second|num_tokens|tokens)$/;
+// The evaluation's own bookkeeping (eval_runtime, eval_num_tokens) is hidden like the training's.
+const HIDDEN = /^(epoch|step|global_step|total_flos|train_runtime|train_loss|.*_per_second|(eval_)?(runtime|num_tokens)|tokens)$/;
 
 /** Store rows keyed by step; a later report for the same step merges into it. */
 export class MetricSeries {
