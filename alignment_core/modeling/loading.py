@@ -144,6 +144,10 @@ def _load(spec: ModelSpec, kind: ModelKind, device: Any, trainable: bool, seed: 
     if kind == "sequence_scorer":
         kwargs["num_labels"] = 1
     if spec.quantization is not None:
+        from alignment_core.stages.performance import graphed_checkpointing, release_freed_pages_for_graphs
+
+        if trainable and graphed_checkpointing(spec, device):
+            release_freed_pages_for_graphs()
         skip = [*SCORER_HEADS, "lm_head"] if kind == "sequence_scorer" else None
         kwargs["quantization_config"] = quantization_config(spec.quantization, skip_modules=skip)
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else "cpu"

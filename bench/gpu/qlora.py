@@ -8,6 +8,7 @@ alignd_compile: the same with each decoder layer compiled (regional torch.compil
 stage: alignd's supervised stage with the QLoRA spec (on a GPU its checkpointed layers replay CUDA graphs,
 performance.graphed_checkpointing; the result carries the graph counters and the capture time).
 stage_eager: the stage with graphed checkpointing off (the stage of runs J / L).
+stage_noexp: the stage with graphs but without expandable allocator segments for the load (run P's stage).
 stage_fp32: the stage with peft's fp32 upcast of the frozen non-quantized weights (before run J; the stage
 now keeps them in bf16, performance.prepare_kbit_model). stage_profile: the stage under torch.profiler.
 """
@@ -155,6 +156,10 @@ def _record_graphs(found: list) -> None:
 def run(impl: str, ctx: dict) -> dict:
     if impl == "stage_fp32":
         _upcast_frozen_weights()
+    if impl == "stage_noexp":  # graphs, without expandable segments for the load (the stage of run P)
+        import alignment_core.stages.performance as performance
+
+        performance.release_freed_pages_for_graphs = lambda: False
     if impl == "stage_eager":
         import alignment_core.stages.performance as performance
 
