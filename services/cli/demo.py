@@ -188,14 +188,16 @@ def demo_command(
         instance = EmbeddedAlignd(settings.resolved_home, port=free_port(), lease_seconds=settings.lease_seconds)
         instance.start()
         url, api_key = instance.url, instance.api_key
-        console.print(f"alignd is up at {url} (API key {api_key})")
+        # soft_wrap: a key broken over two lines (80 columns when not a terminal) cannot be copied.
+        console.print(f"alignd is up at {url} (API key {api_key})", soft_wrap=True)
     elif not api_key:
         raise typer.BadParameter("--api-key (or ALIGND_API_KEY) is needed with --url")
     try:
         client = AligndClient(url, api_key)
         with tempfile.TemporaryDirectory(prefix="alignd-demo-") as data_dir:
             jobs = submit_demo(client, Path(data_dir))
-            console.print("submitted: " + ", ".join(f"{job['method']['type']} {job['id']}" for job in jobs))
+            console.print("submitted: " + ", ".join(f"{job['method']['type']} {job['id']}" for job in jobs),
+                          soft_wrap=True)
             finals = follow(client, jobs, timeout_minutes * 60)
         console.print(results_table(client, finals))
         console.print(f"total {time.monotonic() - started:.0f} s")
