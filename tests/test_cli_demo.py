@@ -1,5 +1,5 @@
 """`alignd demo` end to end, as the README's first command runs it (embedded alignd, real Ray, stdout not a
-terminal): every stage succeeds and the API key prints whole on one line."""
+terminal): every stage succeeds, the API key prints whole on one line, and no library start-up notes."""
 
 from __future__ import annotations
 
@@ -44,4 +44,12 @@ def test_the_api_key_prints_whole_on_one_line(demo: tuple[str, Path]) -> None:
     assert re.search(rf"^alignd is up at http://127\.0\.0\.1:\d+ \(API key {re.escape(key)}\)$", output, re.M), output
     assert re.search(r"^submitted: supervised ftjob-\w+, dpo ftjob-\w+, reward_model ftjob-\w+, ppo ftjob-\w+$",
                      output, re.M), output
+
+
+@pytest.mark.slow
+def test_no_library_start_up_notes(demo: tuple[str, Path]) -> None:
+    output, _ = demo
+    for note in ("Token authentication is enabled", "Started a local Ray instance", "Started Serve",
+                 "is ready at http", "Deleting app"):
+        assert note not in output, output
 
