@@ -1,5 +1,6 @@
 """`alignd demo` end to end, as the README's first command runs it (embedded alignd, real Ray, stdout not a
-terminal): every stage succeeds, the API key prints whole on one line, and no library start-up notes."""
+terminal): every stage succeeds, the API key prints whole on one line, no library start-up notes, and the
+table does not pass noise off as PPO's effect."""
 
 from __future__ import annotations
 
@@ -53,3 +54,18 @@ def test_no_library_start_up_notes(demo: tuple[str, Path]) -> None:
                  "is ready at http", "Deleting app"):
         assert note not in output, output
 
+
+@pytest.mark.slow
+def test_ppo_rows_show_its_objective_and_a_saturated_metric_is_said_to_be(demo: tuple[str, Path]) -> None:
+    output, _ = demo
+    number = r"-?\d+\.\d{3}"
+    # What PPO maximises, from the stage's own held-out evaluation of the SFT and the trained policy.
+    assert re.search(rf"RM score \(PPO's goal\)\s*│\s*{number}\s*│\s*{number}", output), output
+    solved = re.search(rf"supervised\s*│\s*succeeded\s*│\s*rule satisfaction\s*│\s*{number}\s*│\s*(\d\.\d+)", output)
+    assert solved, output
+    note = re.sub(r"\s+", " ", output[output.find("note: "):])
+    if float(solved.group(1)) >= 0.9:
+        count = round(float(solved.group(1)) * 100)
+        assert f"note: SFT already solves {count} of 100 held-out problems" in note, output
+    else:
+        assert "note: " not in output

@@ -28,22 +28,31 @@ STAGE_SETTINGS: dict[str, dict[str, Any]] = {
     # lowers the chosen answers too and held-out rule satisfaction does not rise (tests/core/test_core_learning.py).
     "dpo": {"hyperparameters": {"max_steps": 160, "learning_rate": 5e-4, "batch_size": 16, "beta": 0.1,
                                 "sft_weight": 1.0, "logging_steps": 10, "save_steps": 80}},
-    "reward_model": {"hyperparameters": {"max_steps": 80, "learning_rate": 1e-4, "batch_size": 16,
+    # tests/ppo's reward-model step (1e-3): held-out pairwise accuracy 0.91 after 80 steps, 0.83 at 1e-4.
+    "reward_model": {"hyperparameters": {"max_steps": 80, "learning_rate": 1e-3, "batch_size": 16,
                                          "logging_steps": 5, "save_steps": 40}},
+    # The SFT stage leaves PPO 6 held-out problems of 100, all miscounted repeated letters, which this reward model
+    # (written pairs only) ranks below the right answer by a hair or not at all. tests/ppo's gaining recipe (64
+    # prompts an update, T 0.7, normalised rewards, kl 0.3) needs ~96 updates and an on-policy reward model; at
+    # this stage's budget (8 or 24 updates) it ended at 0.93 / 0.91 / 0.95, no better than this one (0.94).
     "ppo": {"hyperparameters": {"max_steps": 20, "learning_rate": 2e-5, "rollout_batch_size": 16,
                                 "mini_batch_size": 8, "max_new_tokens": 16, "batch_size": 8, "logging_steps": 1,
                                 "save_steps": 10}},
 }
 DEMO_METADATA = {"alignd_demo": "true"}
-# What the table shows per method: (label, where from). 'demo' numbers come from the job's result
-# (held-out evaluation before / after); 'series' numbers are the first and last logged values.
+# What the table shows per method: (label, where from, key). 'demo' numbers come from the job's result
+# (held-out evaluation before / after); 'eval' from the stage's own held-out evaluation of the starting and the
+# trained model (PPO: the reward model's score of greedy answers, what PPO maximises); 'series' numbers are the
+# first and last logged values.
 TABLE_ROWS: dict[str, list[tuple[str, str, str]]] = {
     "supervised": [("rule satisfaction", "demo", "rule_satisfaction")],
     "dpo": [("rule satisfaction", "demo", "rule_satisfaction"), ("win-rate vs start", "demo", "win_rate")],
     "reward_model": [("RM pairwise accuracy", "demo", "pairwise_accuracy")],
-    "ppo": [("rule satisfaction", "demo", "rule_satisfaction"), ("reward (rollouts)", "series", "reward_mean"),
+    "ppo": [("rule satisfaction", "demo", "rule_satisfaction"), ("RM score (PPO's goal)", "eval", "reward_mean"),
             ("KL to SFT policy", "series", "kl")],
 }
+# Rule satisfaction from which the stages after SFT have only a few held-out problems left to fix.
+SATURATED = 0.9
 
 
 def free_port() -> int:
@@ -147,6 +156,9 @@ def results_table(client: AligndClient, jobs: list[dict[str, Any]]) -> Any:
                 before, after = demo.get("before", {}).get(key), demo.get("after", {}).get(key)
                 if key == "win_rate" and after is not None:
                     before = 0.5  # the starting model against itself
+            elif source == "eval":
+                evaluation = result.get("eval_metrics") or {}
+                before, after = evaluation.get(f"eval_reference_{key}"), evaluation.get(f"eval_{key}")
             else:
                 values = [row["metrics"][key] for row in series if key in row["metrics"]]
                 before, after = (values[0], values[-1]) if values else (None, None)
@@ -155,6 +167,21 @@ def results_table(client: AligndClient, jobs: list[dict[str, Any]]) -> Any:
                 status = f"{job['status']}: {job['error'].get('message', '')[:80]}"
             table.add_row(method if index == 0 else "", status, label, fmt(before), fmt(after))
     return table
+
+
+def saturation_note(jobs: list[dict[str, Any]]) -> str | None:
+    """When SFT already solves nearly every held-out problem, say so: the later stages' rule-satisfaction rows
+    then move by a few problems either way, which reads as a loss or a win that is neither."""
+    from services.workers.demo_evaluation import HELD_OUT_LIMIT
+
+    sft = next((job for job in jobs if job["method"]["type"] == "supervised"), None)
+    solved = (((sft or {}).get("result") or {}).get("demo") or {}).get("after", {}).get("rule_satisfaction")
+    if solved is None or solved < SATURATED:
+        return None
+    solved_count = round(solved * HELD_OUT_LIMIT)
+    return (f"note: SFT already solves {solved_count} of {HELD_OUT_LIMIT} held-out problems, so DPO and PPO have "
+            f"{HELD_OUT_LIMIT - solved_count} left to fix: a change of a few is within the spread between runs. "
+            "PPO maximises the reward model's score (the 'RM score' row), not the rule checker's count.")
 
 
 def fmt(value: float | None) -> str:
@@ -200,6 +227,9 @@ def demo_command(
                           soft_wrap=True)
             finals = follow(client, jobs, timeout_minutes * 60)
         console.print(results_table(client, finals))
+        note = saturation_note(finals)
+        if note:
+            console.print(note, style="dim", highlight=False)
         console.print(f"total {time.monotonic() - started:.0f} s")
     except (ApiRequestFailed, httpx.TransportError) as error:
         # A wrong key or URL is the usual cause: say which server answered what, not a traceback.
