@@ -324,3 +324,18 @@ def test_ultrafeedback_style_pairs_with_a_messages_column_are_preference_data(tm
     # A spec that wants the chat for SFT says so.
     sft = load_training_rows(DataSpec(train_files=[path], format="messages"), "supervised", seed=0).train[0]
     assert [m["role"] for m in sft["messages"]] == ["user", "assistant"]
+
+
+def test_dolly_records_train_as_instructions(tmp_path, tokenizer):
+    # databricks-dolly-15k names the fields context / response: they were refused as "field 'output': missing".
+    dolly = [{"instruction": "Sort the letters.", "context": "b a", "response": "a b", "category": "closed_qa"},
+             {"instruction": "Say hi.", "context": "", "response": "hi", "category": "open_qa"}]
+    path = write_lines(tmp_path / "dolly.jsonl", dolly)
+    assert validate_file(path).format == "instruction"
+    rows = load_training_rows(DataSpec(train_files=[path]), "supervised", seed=0).train
+    by_answer = {row["messages"][-1]["content"]: row["messages"][0]["content"] for row in rows}
+    assert by_answer == {"a b": "Sort the letters.\n\nb a", "hi": "Say hi."}
+    kept, _ = tokenize_rows(tokenizer, rows, DataSpec(train_files=[path]), "sft")
+    assert len(kept) == 2
+    empty = rejection(write_lines(tmp_path / "empty.jsonl", [{"instruction": "x", "response": ""}]))
+    assert (empty.line, empty.field) == (1, "response")  # the user's name for it, not Alpaca's

@@ -344,11 +344,24 @@ def sharegpt_as_messages(record: dict, line: int) -> dict:
     return {**rest, "messages": messages}
 
 
+def dolly_as_instruction(record: dict, line: int) -> dict:
+    """A Dolly record (databricks-dolly-15k: instruction, context, response) in the Alpaca names; errors name
+    Dolly's fields."""
+    for key in ("response", "context"):
+        value = record.get(key)
+        if key == "response" and (not isinstance(value, str) or not value.strip()):
+            raise DataFormatError("must be a non-empty string", line, key)
+        if value is not None and not isinstance(value, str):
+            raise DataFormatError("must be a string", line, key)
+    rest = {key: value for key, value in record.items() if key not in ("context", "response")}
+    return {**rest, "input": record.get("context"), "output": record["response"]}
+
+
 def iter_jsonl(lines: Iterable[str | bytes]) -> Iterator[tuple[int, Any]]:
     """Parse JSONL, yielding (line number, record); blank lines and a UTF-8 byte-order mark are skipped.
 
-    ShareGPT records come out as OpenAI ``messages`` records, so every reader (validation, stages, PPO's
-    prompts) sees one chat shape."""
+    ShareGPT records come out as OpenAI ``messages`` records and Dolly's as Alpaca's, so every reader (validation,
+    stages, PPO's prompts) sees one shape per kind."""
     for number, raw in enumerate(lines, start=1):
         if isinstance(raw, bytes):
             if number == 1:
@@ -377,6 +390,8 @@ def iter_jsonl(lines: Iterable[str | bytes]) -> Iterator[tuple[int, Any]]:
             raise DataFormatError("invalid JSON: nested too deeply", number) from None
         if isinstance(record, dict) and "conversations" in record and "messages" not in record:
             record = sharegpt_as_messages(record, number)
+        elif isinstance(record, dict) and "instruction" in record and "response" in record and "output" not in record:
+            record = dolly_as_instruction(record, number)
         yield number, record
 
 
