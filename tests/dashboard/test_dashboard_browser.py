@@ -465,3 +465,34 @@ def test_a_validation_files_bookkeeping_is_not_drawn_as_curves(server: dict, run
         expect(page.locator(".more-metrics summary")).to_have_text("More metrics (1)")  # eval_mean_token_accuracy
         for hidden in ("eval_runtime", "eval_num_tokens", "num_tokens"):
             expect(page.locator(f"polyline[data-series='{hidden}']")).to_have_count(0)
+
+
+def test_ppo_kl_chart_holds_divergences_not_the_penalty_weight(server: dict, running_job: dict,
+                                                               tmp_path: Path) -> None:
+    """PPO logs kl, approx_kl and kl_coef (names from a real PPO run); the coefficient is not a KL."""
+    from playwright.sync_api import expect
+
+    from services.store import queue
+
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
+        created = client.post("/v1/fine_tuning/jobs", json={
+            "model": "alignd-tiny", "training_file": running_job["sft_file"], "priority": 1000,
+            "method": {"type": "ppo", "ppo": {"reward": {"type": "function", "function": "demo_sort"}}}})
+        assert created.status_code == 200, created.text
+    job_id, sessions = created.json()["id"], running_job["sessions"]
+    claimed = queue.claim_next_job(sessions, "ppo-test-worker", lease_seconds=600)
+    assert claimed is not None and claimed.id == job_id
+    for step in range(1, 4):
+        queue.record_metrics(sessions, job_id, step, {"reward_mean": 0.5 + 0.01 * step, "kl": 0.01 * step,
+                                                      "approx_kl": 0.001 * step, "kl_coef": 0.05})
+
+    with _chromium_page(tmp_path) as page:
+        page.goto(f"{server['url']}/dashboard")
+        page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
+        page.goto(f"{server['url']}/dashboard#/jobs/{job_id}")
+        page.reload()
+        kl_chart = page.locator("[data-chart='KL']")
+        expect(kl_chart.locator("polyline")).to_have_count(2)
+        expect(kl_chart.locator("polyline[data-series='kl_coef']")).to_have_count(0)
+        expect(page.locator("[data-chart='kl_coef'] polyline")).to_have_count(1)  # under More metrics

@@ -3,7 +3,8 @@
 // Order matters: "rewards/kl" is a KL curve, "learning_rate" is not a loss, and so on.
 const GROUPS = [
   {title: "Learning rate", match: (n) => /(^|[/_])(lr|learning_rate)$/.test(n)},
-  {title: "KL", match: (n) => /(^|[/_])kl($|[/_])|kl_div|kl_penalty/.test(n)},
+  // kl_coef is the penalty's weight, not a divergence: a flat line there squeezed the KL curves.
+  {title: "KL", match: (n) => /(^|[/_])kl($|[/_])|kl_div|kl_penalty/.test(n) && !/coef/.test(n)},
   {title: "Reward", match: (n) => /reward|score|margin/.test(n) && !/acc/.test(n)},
   {title: "Loss", match: (n) => /loss/.test(n)},
 ];
