@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -496,3 +497,35 @@ def test_ppo_kl_chart_holds_divergences_not_the_penalty_weight(server: dict, run
         expect(kl_chart.locator("polyline")).to_have_count(2)
         expect(kl_chart.locator("polyline[data-series='kl_coef']")).to_have_count(0)
         expect(page.locator("[data-chart='kl_coef'] polyline")).to_have_count(1)  # under More metrics
+
+
+def test_a_running_epoch_based_job_shows_its_progress_and_time_left(server: dict, running_job: dict,
+                                                                    tmp_path: Path) -> None:
+    """An OpenAI-style job (n_epochs, no max_steps) had an indeterminate bar everywhere; with the run's total steps
+    and estimated finish (as the dispatcher records them) the job shows a % and both views the time left."""
+    from playwright.sync_api import expect
+
+    from services.store import queue
+
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
+        created = client.post("/v1/fine_tuning/jobs", json={
+            "model": "alignd-tiny", "training_file": running_job["sft_file"], "priority": 1000,
+            "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 4}}}})
+        assert created.status_code == 200, created.text
+    job_id, sessions = created.json()["id"], running_job["sessions"]
+    claimed = queue.claim_next_job(sessions, "progress-test-worker", lease_seconds=600)
+    assert claimed is not None and claimed.id == job_id
+    queue.record_progress(sessions, job_id, 200, time.time() + 9 * 60)
+    for step in range(1, 51):
+        queue.record_metrics(sessions, job_id, step, _metrics_at(step))
+
+    with _chromium_page(tmp_path) as page:
+        page.goto(f"{server['url']}/dashboard")
+        page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
+        page.goto(f"{server['url']}/dashboard#/jobs")
+        page.reload()
+        expect(page.locator(f"tr[data-job-id='{job_id}'] .eta")).to_have_text(re.compile(r"about (8|9) min left"))
+        page.goto(f"{server['url']}/dashboard#/jobs/{job_id}")
+        expect(page.locator(".fact", has_text="Progress")).to_contain_text("25%")
+        expect(page.locator("#eta")).to_contain_text("min left")

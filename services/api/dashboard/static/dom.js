@@ -61,6 +61,15 @@ export function formatAge(seconds) {
   return `${Math.floor(delta / 86400)} d ago`;
 }
 
+/** Time left until a UNIX-second stamp, as "about 3 min left" (the API's estimated_finish of a running job). */
+export function formatRemaining(seconds) {
+  if (seconds === null || seconds === undefined) return null;
+  const left = seconds - Date.now() / 1000;
+  if (left < 60) return "under a minute left";
+  if (left < 3600) return `about ${Math.round(left / 60)} min left`;
+  return `about ${(left / 3600).toFixed(1)} h left`;
+}
+
 /** Elapsed time between two UNIX-second stamps as "1h 02m" / "3m 05s". */
 export function formatDuration(start, end) {
   if (!start) return "—";

@@ -3,7 +3,8 @@
 import {jobsApi} from "./api.js";
 import {lineChart} from "./chart.js";
 import {
-  ACTIVE_STATUSES, el, formatCount, formatDuration, formatNumber, formatTime, replaceChildren, statusBadge,
+  ACTIVE_STATUSES, el, formatCount, formatDuration, formatNumber, formatRemaining, formatTime, replaceChildren,
+  statusBadge,
 } from "./dom.js";
 import {methodOf, progressBar} from "./jobs_view.js";
 import {MetricSeries} from "./metrics.js";
@@ -58,7 +59,10 @@ function facts(job, metrics) {
       dependsOn.map((id, i) => [i ? ", " : null, el("a", {href: `#/jobs/${id}`, class: "mono"}, id)]))) : null,
     fact("Training file", job.training_file ? el("span", {class: "mono"}, job.training_file) : "—"),
     fact("Created", formatTime(job.created_at)),
-    fact("Finished", formatTime(job.finished_at)),
+    job.status === "running" && job.estimated_finish
+      ? fact("Estimated finish", el("span", {id: "eta"}, `${formatTime(job.estimated_finish)} (` +
+        `${formatRemaining(job.estimated_finish)})`))
+      : fact("Finished", formatTime(job.finished_at)),
     fact("Duration", formatDuration(job.started_at ?? job.created_at, job.finished_at)),
     fact("Step", lastStep === undefined ? "—" : formatCount(lastStep)),
     fact("Trained tokens", formatCount(job.trained_tokens)),

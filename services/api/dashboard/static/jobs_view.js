@@ -1,7 +1,9 @@
 // The jobs list: status, method, model, created, progress; a row opens the job.
 
 import {jobsApi} from "./api.js";
-import {ACTIVE_STATUSES, el, formatAge, formatDuration, formatTime, replaceChildren, statusBadge} from "./dom.js";
+import {
+  ACTIVE_STATUSES, el, formatAge, formatDuration, formatRemaining, formatTime, replaceChildren, statusBadge,
+} from "./dom.js";
 
 const PAGE = 100;
 const MAX_LIMIT = 1000;
@@ -53,7 +55,10 @@ function jobRow(job) {
   el("td", null, el("span", {class: "chip"}, methodOf(job))),
   el("td", {class: "mono ellipsis", title: job.model}, job.model),
   el("td", {title: formatTime(job.created_at)}, formatAge(job.created_at)),
-  el("td", {class: "progress-cell"}, progressBar(job)),
+  el("td", {class: "progress-cell"}, progressBar(job),
+    job.status === "running" && job.estimated_finish
+      ? el("div", {class: "muted small eta", title: formatTime(job.estimated_finish)},
+        formatRemaining(job.estimated_finish)) : null),
   el("td", {class: "muted"}, formatDuration(job.started_at ?? job.created_at, job.finished_at)));
 }
 
