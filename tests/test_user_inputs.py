@@ -339,3 +339,13 @@ def test_dolly_records_train_as_instructions(tmp_path, tokenizer):
     assert len(kept) == 2
     empty = rejection(write_lines(tmp_path / "empty.jsonl", [{"instruction": "x", "response": ""}]))
     assert (empty.line, empty.field) == (1, "response")  # the user's name for it, not Alpaca's
+
+
+def test_a_pair_whose_prompt_column_has_another_name_is_told_to_rename_it(tmp_path):
+    # Intel/orca_dpo_pairs: system, question, chosen, rejected. The error said only "add a 'prompt' field".
+    orca = {"system": "", "question": "Sort b a", "chosen": "a b", "rejected": "b a"}
+    error = rejection(write_lines(tmp_path / "orca.jsonl", [orca]))
+    assert (error.line, error.field) == (1, "prompt") and "rename it to 'prompt'" in str(error)
+    assert "'question'" in str(error)
+    renamed = {"system": "", "prompt": "Sort b a", "chosen": "a b", "rejected": "b a"}
+    assert validate_file(write_lines(tmp_path / "renamed.jsonl", [renamed])).format == "preference"

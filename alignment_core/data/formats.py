@@ -194,6 +194,23 @@ def split_implicit_prompt(chosen: Any, rejected: Any, line: int | None = None) -
     return chosen[:shared], chosen[shared:], rejected[shared:]
 
 
+# What preference datasets call their prompt column (Intel/orca_dpo_pairs: "question"; others "query", "input").
+PROMPT_ALIASES = ("question", "query", "input", "instruction")
+
+
+def _split_or_name_the_prompt_column(record: dict, line: int) -> None:
+    """A pair without "prompt" must share its prompt; when it does not and the record has a column that looks like
+    the prompt, the error says to rename it."""
+    try:
+        split_implicit_prompt(record["chosen"], record["rejected"], line)
+    except DataFormatError as error:
+        alias = next((key for key in PROMPT_ALIASES if isinstance(record.get(key), (str, list))), None)
+        if alias is None or error.field != "prompt":
+            raise
+        raise DataFormatError(f"{error.reason}; this record's '{alias}' looks like the prompt: rename it to 'prompt'",
+                              line, "prompt") from None
+
+
 def _common_prefix_length(first: Sequence[Any], second: Sequence[Any]) -> int:
     shared = 0
     while shared < min(len(first), len(second)) and first[shared] == second[shared]:
@@ -266,7 +283,7 @@ def validate_record(record: Any, line: int, expected: str = "auto") -> str:
         if "prompt" in record:
             _validate_turn(record["prompt"], line, "prompt")
         else:
-            split_implicit_prompt(record["chosen"], record["rejected"], line)
+            _split_or_name_the_prompt_column(record, line)
         if "margin" in record:
             _validate_margin(record["margin"], line)
     elif fmt == "openai_preference":
