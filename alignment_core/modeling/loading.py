@@ -222,10 +222,13 @@ def _make_trainable(model: Any, spec: ModelSpec, kind: ModelKind) -> Any:
     from alignment_core.stages.performance import graphed_checkpointing
 
     if graphed_checkpointing(spec, next(model.parameters()).device):
+        from alignment_core.modeling.chunked_4bit import chunk_4bit_linears
         from alignment_core.modeling.graphed_layers import install_graphed_checkpointing
 
         # Launch-bound QLoRA steps: each checkpointed layer replays CUDA graphs (the trainer is told not to
-        # re-enable torch's checkpoint function, performance.training_overrides).
+        # re-enable torch's checkpoint function, performance.training_overrides). The graphs' memory pool is
+        # sized by the largest dequantised weight: dequantise large ones in row blocks.
+        chunk_4bit_linears(model)
         install_graphed_checkpointing(model)
     model.train()
     return model

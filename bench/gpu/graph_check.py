@@ -36,6 +36,11 @@ def _load(ctx: dict, dropout: float, install: str):
         model = load_causal_lm(spec, ctx["device"], trainable=True, seed=0)
     finally:
         performance.graphed_checkpointing = decide
+    from alignment_core.modeling.chunked_4bit import chunk_4bit_linears
+
+    # As the stage does with graphs; 8 MB blocks so the 1.1B shape's weights (8-23 MB in bf16) are cut too.
+    chunked = chunk_4bit_linears(model, max_bytes=8 * 2**20) if ctx["device"] == "cuda" else 0
+    model._alignd_chunked_linears = chunked
     if install == "graphs":
         install_graphed_checkpointing(model)
     elif install == "eager":
@@ -73,6 +78,7 @@ def _train(
 
     found = graphed_checkpointing_of(model)
     stats = found.stats() if found is not None else {}
+    stats["chunked_linears"] = getattr(model, "_alignd_chunked_linears", None)
     del model, optimizer
     if device == "cuda":
         torch.cuda.empty_cache()
