@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -49,15 +50,14 @@ def user_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(user_home: Path) -> Iterator[str]:
     """`alignd serve` with the admin key `alignd up` would have written to ~/.alignd/admin_key."""
-    from services.workers.embedded import admin_key_for
+    from services.workers.embedded import ADMIN_KEY_FILE
 
     home = user_home / ".alignd"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ALIGND_")}
-    env["HOME"] = str(user_home)
-    key = admin_key_for(home) if "ALIGND_ADMIN_KEY" not in os.environ else None
-    if key is None:  # admin_key_for prefers the variable; the README reads the file
-        pytest.fail("unset ALIGND_ADMIN_KEY to run this test")
-    env["ALIGND_ADMIN_KEY"] = key
+    home.mkdir()
+    key = f"sk-alignd-readme-{secrets.token_urlsafe(12)}"
+    (home / ADMIN_KEY_FILE).write_text(key + "\n")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("ALIGND_")}
+    env.update(HOME=str(user_home), ALIGND_ADMIN_KEY=key)
     port = _free_port()
     log_path = user_home / "serve.log"
     with log_path.open("w") as log:
@@ -96,7 +96,7 @@ def test_the_job_api_walk_through_runs_as_written(server: str, user_home: Path, 
         f"{sys.executable} snippet.py",
         curl.strip().replace(README_PORT, server) + " > jobs.json",
     ])
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ALIGND_")}
+    env = {name: value for name, value in os.environ.items() if not name.startswith("ALIGND_")}
     env.update(HOME=str(user_home), PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=300)
@@ -171,7 +171,7 @@ def test_the_fine_tuned_model_snippet_loads_and_generates(server: str, user_home
         f"job = client.fine_tuning.jobs.retrieve({job.id!r})",
         block,
     ])
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ALIGND_")}
+    env = {name: value for name, value in os.environ.items() if not name.startswith("ALIGND_")}
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
