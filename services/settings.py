@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest accepted file upload.")
     lease_seconds: float = Field(30.0, description="How long a claimed job stays leased without heartbeat.")
     gpu_type: str = Field("H100-80GB", description="GPU that jobs asking for GPUs are planned against.")
+    reward_functions: str = Field("", description="Comma-separated 'module:callable' reward functions that API "
+                                  "jobs may name besides the built-in ones (workers import and run them).")
     log_level: str = "INFO"
 
     @property

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 
 from alignment_core.data.formats import DataFormatError, check_method_accepts
+from alignment_core.rewards.function import BUILTIN_FUNCTIONS
 from alignment_core.specs import (
     IMPLEMENTED_METHODS,
     DpoMethod,
@@ -330,6 +331,7 @@ async def build_new_job(db: AsyncDatabase, project: Project, body: JobCreate, jo
         await check_input_files(db, project, validated, method_type)
     try:
         _check_memory(validated)
+        _check_reward_function(validated, origins, body.spec)
     except ApiError:
         if live_files is not None:  # a missing file is the error a client heard first
             await check_input_files(db, project, validated, method_type)
@@ -378,6 +380,22 @@ async def _resolve_overridden_models(spec: dict[str, Any], override: dict[str, A
     if isinstance(reward, dict) and isinstance(reward.get("model"), str):
         spec["method"]["reward"]["model"] = await references.resolve(reward["model"], "spec.method.reward.model",
                                                                      loads_as=REWARD_MODEL)
+
+
+def _check_reward_function(spec: JobSpec, origins: dict[str, str], override: dict[str, Any] | None) -> None:
+    """A reward function is code the workers import and run: a project key may name the built-in ones and those
+    the operator allowed (ALIGND_REWARD_FUNCTIONS), never any importable module (`alignd train` on one's own
+    machine runs any)."""
+    reward = getattr(spec.method, "reward", None)
+    if reward is None or reward.type != "function":
+        return
+    allowed = set(BUILTIN_FUNCTIONS) | {name.strip() for name in get_settings().reward_functions.split(",")
+                                        if name.strip()}
+    if reward.function not in allowed:
+        param = _param_sent("method.ppo.reward.function", origins, override)
+        raise ApiError(403, f"{param}: '{reward.function}' is not a reward function this server runs; allowed: "
+                       f"{', '.join(sorted(allowed))} (an operator adds more with ALIGND_REWARD_FUNCTIONS)",
+                       param=param, code="reward_function_not_allowed")
 
 
 def _check_memory(spec: JobSpec) -> None:

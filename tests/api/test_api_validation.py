@@ -289,3 +289,37 @@ def test_a_pipeline_error_names_list_positions_as_written(server, project_key, f
             {"method": "supervised", "training_file": files["sft"], "epochs": 2}]})
         assert response.status_code == 400, response.text
         assert response.json()["error"]["param"] == "stages[0].epochs", response.json()
+
+
+def test_a_reward_function_must_be_one_the_server_runs(server, project_key, monkeypatch):
+    """Workers import and call a reward function: a project key names built-in or operator-allowed ones only."""
+    from services.settings import get_settings
+
+    with server.client(project_key) as client:
+        prompts = _upload(client, b'{"prompt": "sort: c a b"}\n').json()["id"]
+
+        def create(function: str, via_spec: bool = False):
+            reward = {"type": "function", "function": function}
+            method = {"type": "ppo", "ppo": {} if via_spec else {"reward": reward}}
+            body = {"model": "alignd-tiny", "training_file": prompts, "method": method}
+            if via_spec:
+                body["spec"] = {"method": {"reward": reward}}
+            return _create(client, body)
+
+        for function, via_spec, param in [("os:system", False, "method.ppo.reward.function"),
+                                          ("subprocess:run", True, "spec.method.reward.function")]:
+            response, queued = create(function, via_spec)
+            assert response.status_code == 403 and queued == 0, response.text
+            error = response.json()["error"]
+            assert error["param"] == param and error["code"] == "reward_function_not_allowed", error
+            assert "demo_sort" in error["message"] and "ALIGND_REWARD_FUNCTIONS" in error["message"]
+        assert create("demo_sort")[0].status_code == 200
+
+        monkeypatch.setenv("ALIGND_REWARD_FUNCTIONS", "my_rewards.math:score, other:fn")
+        get_settings.cache_clear()
+        try:
+            assert create("my_rewards.math:score")[0].status_code == 200
+            assert create("my_rewards.math:other")[0].status_code == 403
+        finally:
+            monkeypatch.delenv("ALIGND_REWARD_FUNCTIONS")
+            get_settings.cache_clear()
