@@ -96,9 +96,10 @@ def _chunked_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     return out.to(dtype)
 
 
-def chunk_4bit_linears(model: nn.Module, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
-    """Make every 4-bit linear of `model` whose dequantised weight exceeds `max_bytes` dequantise in row blocks.
-    Returns how many linears changed."""
+def chunk_4bit_linears(model: nn.Module, max_bytes: int | None = None) -> int:
+    """Make every 4-bit linear of `model` whose dequantised weight exceeds `max_bytes` (DEFAULT_MAX_BYTES)
+    dequantise in row blocks. Returns how many linears changed."""
+    max_bytes = max_bytes or DEFAULT_MAX_BYTES
     try:
         from bitsandbytes.nn import Linear4bit
     except ImportError:

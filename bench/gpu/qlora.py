@@ -9,6 +9,7 @@ stage: alignd's supervised stage with the QLoRA spec (on a GPU its checkpointed 
 performance.graphed_checkpointing; the result carries the graph counters and the capture time).
 stage_eager: the stage with graphed checkpointing off (the stage of runs J / L).
 stage_noexp: the stage with graphs but without expandable allocator segments for the load (run P's stage).
+stage_chunk64: the stage with 64 MB dequantisation row blocks instead of 32 MB (modeling.chunked_4bit).
 stage_fp32: the stage with peft's fp32 upcast of the frozen non-quantized weights (before run J; the stage
 now keeps them in bf16, performance.prepare_kbit_model). stage_profile: the stage under torch.profiler.
 """
@@ -156,6 +157,10 @@ def _record_graphs(found: list) -> None:
 def run(impl: str, ctx: dict) -> dict:
     if impl == "stage_fp32":
         _upcast_frozen_weights()
+    if impl == "stage_chunk64":  # 64 MB row blocks (two for a 7.24B MLP weight) instead of 32 MB
+        import alignment_core.modeling.chunked_4bit as chunked_4bit
+
+        chunked_4bit.DEFAULT_MAX_BYTES = 64 * 2**20
     if impl == "stage_noexp":  # graphs, without expandable segments for the load (the stage of run P)
         import alignment_core.stages.performance as performance
 
