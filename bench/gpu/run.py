@@ -48,8 +48,8 @@ IMPLS: dict[str, tuple[str, ...]] = {
     "dpo_lora_8x2": ("trl", "stage"),
     "dpo_lora_16x1": ("stage",),
     "qlora_8b": (
-        "plain_ckpt", "plain_nockpt", "alignd", "alignd_compile", "stage", "stage_eager", "stage_noexp", "stage_chunk64",
-        "stage_fp32", "stage_profile",
+        "plain_ckpt", "plain_nockpt", "alignd", "alignd_compile", "stage", "stage_eager", "stage_noexp",
+        "stage_chunk64", "stage_fp32", "stage_profile",
     ),
     "graph_check": ("check",),
     "ppo_lora": ("trl112", "stage", "stage_m32", "stage_serve"),
