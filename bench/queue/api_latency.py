@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -85,6 +85,7 @@ class Server:
     port: int
     pids: list[int]
     database: str
+    connections_per_process: list[int] = field(default_factory=list)  # of the last phase (see _measure)
 
 
 class Connection:
@@ -144,9 +145,28 @@ def _summary(latencies: list[float], elapsed: float, server_cpu: float, postgres
             "postgres_cpu_ms_per_request": round(postgres_cpu / count * 1000, 3)}
 
 
+def _connections_per_process(port: int) -> list[int]:
+    """How many of the established connections to `port` each server process holds, most first ([] without
+    `ss`). uvicorn's workers share one listening socket and the kernel does not balance accepts: a worker that
+    holds most connections queues most clients, which sets a closed loop's tail."""
+    try:
+        listing = subprocess.run(["ss", "-tnpH", "state", "established", f"sport = :{port}"], capture_output=True,
+                                 text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    counts: dict[str, int] = {}
+    for line in listing.splitlines():
+        if "pid=" in line:
+            pid = line.split("pid=", 1)[1].split(",", 1)[0]
+            counts[pid] = counts.get(pid, 0) + 1
+    return sorted(counts.values(), reverse=True)
+
+
 async def _measure(server: Server, clients: list[Callable[[Connection], Awaitable[list[float]]]],
                    ) -> tuple[list[float], float, float, float]:
     connections = [await Connection.open(server.port) for _ in clients]
+    await asyncio.sleep(0.1)  # let the workers accept them
+    server.connections_per_process = _connections_per_process(server.port)
     # Read now, not at start-up: uvicorn's supervisor replaces a worker that died or missed a health check.
     server.pids = [server.pids[0], *_children(server.pids[0])]
     postgres = _backend_pids(server.database)
@@ -175,7 +195,7 @@ async def closed_loop(server: Server, request: bytes, requests: int, concurrency
         return latencies
 
     latencies, elapsed, cpu, pg_cpu = await _measure(server, [client] * concurrency)
-    return _summary(latencies, elapsed, cpu, pg_cpu)
+    return {**_summary(latencies, elapsed, cpu, pg_cpu), "connections_per_process": server.connections_per_process}
 
 
 async def paced(server: Server, request: bytes, seconds: float, concurrency: int, rate: float) -> dict[str, float]:
@@ -196,7 +216,8 @@ async def paced(server: Server, request: bytes, seconds: float, concurrency: int
         return client
 
     latencies, elapsed, cpu, pg_cpu = await _measure(server, [user(index) for index in range(concurrency)])
-    return {**_summary(latencies, elapsed, cpu, pg_cpu), "offered_requests_per_s": concurrency * rate}
+    return {**_summary(latencies, elapsed, cpu, pg_cpu), "offered_requests_per_s": concurrency * rate,
+            "connections_per_process": server.connections_per_process}
 
 
 def _source_tree(ref: str, stack: ExitStack) -> Path:
