@@ -11,14 +11,11 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,12 +32,6 @@ def fenced(section: str, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def user_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A HOME of its own, so `~/.alignd` in the README is this test's and not the machine user's."""
@@ -48,7 +39,7 @@ def user_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(user_home: Path) -> Iterator[str]:
+def server(user_home: Path, alignd_serve) -> Iterator[str]:
     """`alignd serve` with the admin key `alignd up` would have written to ~/.alignd/admin_key."""
     from services.workers.embedded import ADMIN_KEY_FILE
 
@@ -58,29 +49,8 @@ def server(user_home: Path) -> Iterator[str]:
     (home / ADMIN_KEY_FILE).write_text(key + "\n")
     env = {name: value for name, value in os.environ.items() if not name.startswith("ALIGND_")}
     env.update(HOME=str(user_home), ALIGND_ADMIN_KEY=key)
-    port = _free_port()
-    log_path = user_home / "serve.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "services.cli.main", "serve", "--host", "127.0.0.1",
-                                    "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"alignd serve exited with {process.returncode}: {log_path.read_text()}")
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"alignd serve not ready after 60 s: {log_path.read_text()}")
-                time.sleep(0.2)
-            yield f"127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=15)
+    with alignd_serve(env, user_home / "serve.log") as url:
+        yield url.removeprefix("http://")
 
 
 def test_the_job_api_walk_through_runs_as_written(server: str, user_home: Path, tmp_path: Path) -> None:

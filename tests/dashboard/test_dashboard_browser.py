@@ -11,9 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,42 +31,30 @@ FIRST_STEPS = 12
 MORE_STEPS = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def server(tmp_path_factory: pytest.TempPathFactory, alignd_serve) -> Iterator[dict]:
     """`alignd serve` on a free loopback port with its own home; yields its URL and database URL."""
     home = tmp_path_factory.mktemp("dashboard-browser-home")
-    port = _free_port()
     env = {**os.environ, "ALIGND_HOME": str(home), "ALIGND_ADMIN_KEY": ADMIN_KEY}
     env.pop("ALIGND_DATABASE_URL", None)
     env.pop("ALIGND_STORAGE_URI", None)
-    log = (home / "serve.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "services.cli.main", "serve", "--host", "127.0.0.1",
-                                "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 40
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"alignd serve exited with {process.returncode}: {(home / 'serve.log').read_text()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"alignd serve not ready after 40 s: {(home / 'serve.log').read_text()}")
-            time.sleep(0.2)
+    with alignd_serve(env, home / "serve.log", ready_timeout_s=40) as url:
         yield {"url": url, "database_url": f"sqlite:///{home / 'alignd.db'}", "home": home}
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        log.close()
+
+
+def _create_and_claim(server: dict, running_job: dict, worker: str, **fields: Any) -> tuple[str, Any]:
+    """A job created over HTTP on the fixture's SFT file, claimed by `worker` as a dispatcher would claim it."""
+    from services.store import queue
+
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
+        created = client.post("/v1/fine_tuning/jobs", json={
+            "model": "alignd-tiny", "training_file": running_job["sft_file"], "priority": 1000, **fields})
+        assert created.status_code == 200, created.text
+    job_id, sessions = created.json()["id"], running_job["sessions"]
+    claimed = queue.claim_next_job(sessions, worker, lease_seconds=600)
+    assert claimed is not None and claimed.id == job_id
+    return job_id, sessions
 
 
 @pytest.fixture(scope="module")
@@ -230,14 +215,7 @@ def test_dashboard_fits_the_window_and_stops_polling_an_unknown_job(server: dict
 
     from services.store import queue
 
-    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
-        created = client.post("/v1/fine_tuning/jobs", json={
-            "model": "alignd-tiny", "training_file": running_job["sft_file"], "priority": 1000})
-        assert created.status_code == 200, created.text
-    job_id, sessions = created.json()["id"], running_job["sessions"]
-    claimed = queue.claim_next_job(sessions, "layout-test-worker", lease_seconds=600)
-    assert claimed is not None and claimed.id == job_id
+    job_id, sessions = _create_and_claim(server, running_job, "layout-test-worker")
     for step in range(1, 6):
         queue.record_metrics(sessions, job_id, step, _metrics_at(step))
     queue.record_metrics(sessions, job_id, 5, {"train_loss": 9.0, "train_runtime": 3.0})
@@ -331,14 +309,7 @@ def test_a_long_noisy_curve_gets_a_smoothed_line_over_the_faint_raw_one(server: 
 
     from services.store import queue
 
-    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
-        created = client.post("/v1/fine_tuning/jobs", json={
-            "model": "alignd-tiny", "training_file": running_job["sft_file"], "priority": 1000})
-        assert created.status_code == 200, created.text
-    job_id, sessions = created.json()["id"], running_job["sessions"]
-    claimed = queue.claim_next_job(sessions, "smoothing-test-worker", lease_seconds=600)
-    assert claimed is not None and claimed.id == job_id
+    job_id, sessions = _create_and_claim(server, running_job, "smoothing-test-worker")
     steps = 400
     for step in range(1, steps + 1):
         queue.record_metrics(sessions, job_id, step, {"loss": 2.0 / (1 + 0.01 * step) + (0.5 if step % 2 else -0.5)})
@@ -412,16 +383,9 @@ def test_the_jobs_list_says_why_a_job_failed(server: dict, running_job: dict, tm
 
     from services.store import queue
 
-    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
-        created = client.post("/v1/fine_tuning/jobs", json={
-            "model": "alignd-tiny", "training_file": running_job["sft_file"], "priority": 1000})
-        assert created.status_code == 200, created.text
-    job_id, sessions = created.json()["id"], running_job["sessions"]
-    claimed = queue.claim_next_job(sessions, "failing-test-worker", lease_seconds=600)
-    assert claimed is not None and claimed.id == job_id
+    job_id, sessions = _create_and_claim(server, running_job, "failing-test-worker")
     reason = "OSError: no model named 'nonexistent-org/nonexistent-model' in the cache"
-    queue.fail_job(sessions, job_id, "failing-test-worker", reason, attempt=claimed.attempt)
+    queue.fail_job(sessions, job_id, "failing-test-worker", reason, attempt=1)
 
     with _chromium_page(tmp_path) as page:
         page.goto(f"{server['url']}/dashboard")
@@ -442,14 +406,7 @@ def test_a_validation_files_bookkeeping_is_not_drawn_as_curves(server: dict, run
 
     from services.store import queue
 
-    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
-        created = client.post("/v1/fine_tuning/jobs", json={
-            "model": "alignd-tiny", "training_file": running_job["sft_file"], "priority": 1000})
-        assert created.status_code == 200, created.text
-    job_id, sessions = created.json()["id"], running_job["sessions"]
-    claimed = queue.claim_next_job(sessions, "eval-test-worker", lease_seconds=600)
-    assert claimed is not None and claimed.id == job_id
+    job_id, sessions = _create_and_claim(server, running_job, "eval-test-worker")
     for step in range(1, 4):
         queue.record_metrics(sessions, job_id, step, {"loss": 2.0 / step, "num_tokens": 13.0 * step})
         queue.record_metrics(sessions, job_id, step, {
@@ -475,15 +432,8 @@ def test_ppo_kl_chart_holds_divergences_not_the_penalty_weight(server: dict, run
 
     from services.store import queue
 
-    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
-        created = client.post("/v1/fine_tuning/jobs", json={
-            "model": "alignd-tiny", "training_file": running_job["sft_file"], "priority": 1000,
-            "method": {"type": "ppo", "ppo": {"reward": {"type": "function", "function": "demo_sort"}}}})
-        assert created.status_code == 200, created.text
-    job_id, sessions = created.json()["id"], running_job["sessions"]
-    claimed = queue.claim_next_job(sessions, "ppo-test-worker", lease_seconds=600)
-    assert claimed is not None and claimed.id == job_id
+    ppo = {"type": "ppo", "ppo": {"reward": {"type": "function", "function": "demo_sort"}}}
+    job_id, sessions = _create_and_claim(server, running_job, "ppo-test-worker", method=ppo)
     for step in range(1, 4):
         queue.record_metrics(sessions, job_id, step, {"reward_mean": 0.5 + 0.01 * step, "kl": 0.01 * step,
                                                       "approx_kl": 0.001 * step, "kl_coef": 0.05})
@@ -507,15 +457,8 @@ def test_a_running_epoch_based_job_shows_its_progress_and_time_left(server: dict
 
     from services.store import queue
 
-    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    with httpx.Client(base_url=server["url"], headers=headers, timeout=30) as client:
-        created = client.post("/v1/fine_tuning/jobs", json={
-            "model": "alignd-tiny", "training_file": running_job["sft_file"], "priority": 1000,
-            "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 4}}}})
-        assert created.status_code == 200, created.text
-    job_id, sessions = created.json()["id"], running_job["sessions"]
-    claimed = queue.claim_next_job(sessions, "progress-test-worker", lease_seconds=600)
-    assert claimed is not None and claimed.id == job_id
+    epochs = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 4}}}
+    job_id, sessions = _create_and_claim(server, running_job, "progress-test-worker", method=epochs)
     queue.record_progress(sessions, job_id, 200, time.time() + 9 * 60)
     for step in range(1, 51):
         queue.record_metrics(sessions, job_id, step, _metrics_at(step))
