@@ -184,7 +184,9 @@ def load_pretrained(kind: ModelKind, name_or_path: str, **kwargs: Any) -> Any:
     from peft import PeftModel
 
     base = load_pretrained(kind, adapter_base(folder), **kwargs)
-    return PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    # peft loads an adapter for inference and freezes every weight; merged, this is a plain model again and
+    # whether it trains is the caller's choice (a full fine-tune of a LoRA job's output had nothing to train).
+    return PeftModel.from_pretrained(base, str(folder)).merge_and_unload().requires_grad_(True)
 
 
 def merge_adapter_folder(folder: Path, target: str | Path) -> None:

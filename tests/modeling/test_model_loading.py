@@ -248,3 +248,21 @@ def test_an_adapter_on_the_built_in_model_loads_with_plain_peft(tokenizer, tmp_p
     reloaded = AutoPeftModelForCausalLM.from_pretrained(str(out_dir))
     batch = _batch(tokenizer)
     torch.testing.assert_close(_logits(reloaded, batch), _logits(policy, batch))
+
+
+def test_a_lora_output_without_merged_weights_trains_in_full(tiny_model_dir, tokenizer, tmp_path):
+    """PPO / SFT / DPO without `lora` on a LoRA job's output: the adapter is merged and every weight trains
+    (peft's inference load had left them all frozen: 'nothing to train')."""
+    policy = load_causal_lm(ModelSpec(name_or_path=str(tiny_model_dir), lora=LoraSpec(r=4)), seed=0)
+    _train_steps(policy, _batch(tokenizer))
+    adapter_dir = save_model(policy, tokenizer, tmp_path / "adapter")
+    assert not (adapter_dir / "merged").exists()
+
+    full = load_causal_lm(ModelSpec(name_or_path=str(adapter_dir)), seed=0)
+    assert all(parameter.requires_grad for parameter in full.parameters())
+    torch.testing.assert_close(_logits(full, _batch(tokenizer)), _logits(policy, _batch(tokenizer)),
+                               rtol=1e-4, atol=1e-4)
+    losses = _train_steps(full, _batch(tokenizer), steps=3, lr=1e-2)
+    assert losses[-1] < losses[0]
+    frozen = load_causal_lm(ModelSpec(name_or_path=str(adapter_dir)), trainable=False)
+    assert not any(parameter.requires_grad for parameter in frozen.parameters())
