@@ -140,3 +140,23 @@ def test_home_relative_model_and_data_paths_load(tmp_path: Path, chat_file: Path
     recorded = json.loads((tmp_path / "out" / "spec.json").read_text())
     assert recorded["model"]["name_or_path"] == str(tmp_path / "user" / "tiny")
     assert recorded["data"]["train_files"] == [str(tmp_path / "user" / "chat.jsonl")]
+
+
+@pytest.mark.slow
+def test_a_run_time_reward_error_is_one_message_and_verbose_shows_the_traceback(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "sort c b a"}) + "\n")
+    spec = tmp_path / "ppo.yaml"
+    # The module is imported only when the stage builds its reward client, after the spec was accepted.
+    spec.write_text("method: {type: ppo, reward: {type: function, function: 'no_such_module_here:score'}}\n"
+                    f"model: {{name_or_path: alignd-tiny}}\ndata: {{train_files: [{prompts}]}}\n"
+                    "training: {max_steps: 1}\n")
+    result = alignd("train", str(spec), "-o", str(tmp_path / "out"), home=tmp_path / "home", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "reward source function 'no_such_module_here:score' failed: cannot import module" in output, output
+    assert "Traceback" not in output and len(output.strip().splitlines()) <= 4, output
+    verbose = alignd("--verbose", "train", str(spec), "-o", str(tmp_path / "out"), "--no-resume",
+                     home=tmp_path / "home", cwd=tmp_path)
+    assert verbose.returncode != 0 and "Traceback" in verbose.stdout + verbose.stderr
+    assert "RewardSourceError" in verbose.stdout + verbose.stderr

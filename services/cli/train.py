@@ -44,7 +44,37 @@ def claim_output_dir(output_dir: Path, spec: Any) -> None:
     recorded_path.write_text(json.dumps(current, indent=2))
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """What a stage raises about the user's input (data, model files, chat template, reward source, settings).
+
+    Each carries a message naming what to fix, so the CLI prints that message alone; anything else is a bug in
+    alignd and keeps its traceback.
+    """
+    from alignment_core.data.demo_sources import UnknownDemoFile
+    from alignment_core.data.formats import DataFormatError
+    from alignment_core.data.tokenization import ChatTemplateError, NoUsableExamples
+    from alignment_core.modeling.model_folders import ModelFolderError
+    from alignment_core.modeling.reference import NotAnAdapterModel
+    from alignment_core.ppo.checkpoint import CheckpointMismatch
+    from alignment_core.rewards.client import RewardSourceError
+    from alignment_core.stages import MethodNotAvailable
+    from alignment_core.stages.deepspeed_ops import StaleOpBuildLock
+    from alignment_core.stages.ppo import PpoConfigError
+    from alignment_core.stages.trainer_bridge import NonFiniteLoss
+    from alignment_core.stages.training_arguments import TrainingSpecError
+
+    return (DataFormatError, NoUsableExamples, ChatTemplateError, MethodNotAvailable, UnknownDemoFile,
+            ModelFolderError, NotAnAdapterModel, CheckpointMismatch, RewardSourceError, PpoConfigError,
+            TrainingSpecError, NonFiniteLoss, StaleOpBuildLock, OSError)
+
+
+def verbose_requested(context: typer.Context) -> bool:
+    """`alignd --verbose train ...` or ALIGND_VERBOSE=1: show the traceback of a user error too."""
+    return bool(context.find_root().params.get("verbose"))
+
+
 def train_command(
+    ctx: typer.Context,
     spec_path: Path = typer.Argument(..., exists=True, dir_okay=False, metavar="SPEC.yaml",
                                     help="Job spec in YAML."),
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Folder for checkpoints, metrics and the model."),
@@ -60,10 +90,8 @@ def train_command(
     from transformers.utils import logging as transformers_logging
 
     from alignment_core.context import LocalContext
-    from alignment_core.data.formats import DataFormatError
-    from alignment_core.data.tokenization import ChatTemplateError, NoUsableExamples
     from alignment_core.evaluation.demo_report import demo_metrics, uses_demo_data
-    from alignment_core.stages import MethodNotAvailable, run_stage
+    from alignment_core.stages import run_stage
 
     # Ours is the one bar: datasets' map passes and transformers' shard saving would each draw their own.
     datasets.disable_progress_bars()
@@ -94,8 +122,9 @@ def train_command(
         context.on_report.append(show)
         try:
             result = run_stage(spec, context)
-        except (DataFormatError, NoUsableExamples, ChatTemplateError, MethodNotAvailable, OSError) as error:
-            # Problems with what the user gave (data, model files, chat template): a message, not a traceback.
+        except user_errors() as error:
+            if verbose_requested(ctx):
+                raise
             progress.stop()
             console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
             raise typer.Exit(1) from None
