@@ -1,6 +1,6 @@
 """`alignd demo`: the demo task's two pipelines through the REST API, with live progress and a results table.
 
-SFT -> DPO and SFT -> RM -> PPO (sharing the SFT stage) on the built-in tiny model. Against a running
+SFT -> DPO, then RM -> PPO on that SFT's model, on the built-in tiny model. Against a running
 instance (--url / --api-key) or an embedded one started for the run. Exits 0 only if every stage succeeded.
 """
 
@@ -73,6 +73,12 @@ def stage_body(method: str, training_file: str, validation_file: str | None,
     return stage
 
 
+# A pipeline lists only its own stages, so the name says where the second one's starting model comes from (a
+# dashboard showing "SFT -> RM -> PPO" with two stages looked like a stage had gone missing).
+SFT_DPO_PIPELINE = "demo: SFT -> DPO"
+RM_PPO_PIPELINE = f"demo: RM -> PPO (on the SFT model of '{SFT_DPO_PIPELINE}')"
+
+
 def submit_demo(client: AligndClient, data_dir: Path) -> list[dict[str, Any]]:
     """Upload the demo files and create both pipelines; returns the jobs in pipeline order."""
     from alignment_core.demo.task import write_demo_data
@@ -84,13 +90,13 @@ def submit_demo(client: AligndClient, data_dir: Path) -> list[dict[str, Any]]:
     paths = write_demo_data(data_dir, seed=0)  # seed 0: the held-out set the evaluation uses
     files = {name: client.upload(paths[name]) for name in ("sft", "openai_dpo", "preference", "prompts", "eval")}
     first = client.create_pipeline({
-        "name": "demo: SFT -> DPO", "model": "alignd-tiny", "metadata": DEMO_METADATA,
+        "name": SFT_DPO_PIPELINE, "model": "alignd-tiny", "metadata": DEMO_METADATA,
         "stages": [stage_body("supervised", files["sft"], None),
                    stage_body("dpo", files["openai_dpo"], files["eval"])],
     })
     sft_job = first["job_ids"][0]
     second = client.create_pipeline({
-        "name": "demo: SFT -> RM -> PPO", "model": sft_job, "metadata": DEMO_METADATA,
+        "name": RM_PPO_PIPELINE, "model": sft_job, "metadata": DEMO_METADATA,
         "stages": [stage_body("reward_model", files["preference"], files["eval"]),
                    stage_body("ppo", files["prompts"], files["eval"])],
     })
@@ -193,7 +199,7 @@ def demo_command(
     api_key: str = typer.Option(None, envvar="ALIGND_API_KEY", help="API key for --url."),
     timeout_minutes: float = typer.Option(30, help="Give up after this long."),
 ) -> None:
-    """Run the demo pipelines (SFT -> DPO, SFT -> RM -> PPO) on the tiny model and print before / after."""
+    """Run the demo pipelines (SFT -> DPO; RM -> PPO on that SFT) on the tiny model and print before / after."""
     from rich.console import Console
 
     from services.settings import configure_logging, get_settings
