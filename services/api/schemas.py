@@ -170,6 +170,7 @@ class JobPublic(BaseModel):
     cancel_requested: bool
     pause_requested: bool
     total_steps: int | None = None  # optimizer steps of the run, once its stage has started
+    started_at: int | None = None  # when the latest attempt started (a chained job first waits for its inputs)
     result: dict[str, Any] | None
     package_versions: dict[str, Any] | None
     spec: dict[str, Any]
@@ -187,7 +188,7 @@ def job_json(row: JobRow) -> bytes:
     (job_id, created_at, finished_at, model, fine_tuned_model, project_id, status, training_file, validation_file,
      spec, method, trained_tokens, error, seed, metadata, request, suffix, priority, attempts, max_attempts,
      depends_on, pipeline_id, cancel_requested, pause_requested, result, package_versions, total_steps,
-     estimated_finish) = row
+     estimated_finish, started_at) = row
     running = status == "running"
     scalars = to_json({
         "id": job_id, "object": "fine_tuning.job", "created_at": int(created_at),
@@ -199,7 +200,7 @@ def job_json(row: JobRow) -> bytes:
         "integrations": _integrations(request), "user_provided_suffix": suffix, "priority": priority,
         "attempts": attempts, "max_attempts": max_attempts, "pipeline_id": pipeline_id,
         "cancel_requested": bool(cancel_requested), "pause_requested": bool(pause_requested),
-        "total_steps": total_steps,
+        "total_steps": total_steps, "started_at": int(started_at) if started_at else None,
     })
     return b"".join((scalars[:-1], b",", _spec_fields(spec, method), b',"error":', _stored_json(error),
                      b',"metadata":', _stored_json(metadata), b',"depends_on":', _stored_json(depends_on, b"[]"),

@@ -28,7 +28,7 @@ PUBLIC_JOB_COLUMNS = ("id", "created_at", "finished_at", "model", "fine_tuned_mo
                       "training_file", "validation_file", "spec", "method", "trained_tokens", "error", "seed",
                       "metadata_", "request", "suffix", "priority", "attempts", "max_attempts", "depends_on",
                       "pipeline_id", "cancel_requested", "pause_requested", "result", "package_versions",
-                      "total_steps", "estimated_finish")
+                      "total_steps", "estimated_finish", "started_at")
 # A public job row: values in PUBLIC_JOB_COLUMNS order, JSON columns as text.
 JobRow = tuple
 

@@ -17,7 +17,7 @@ def _row(**values) -> tuple:
             "metadata_": '{"team": "nlp"}', "request": '{"integrations": null}', "suffix": None, "priority": 0,
             "attempts": 1, "max_attempts": 3, "depends_on": None, "pipeline_id": None, "cancel_requested": 0,
             "pause_requested": 0, "result": None, "package_versions": '{"torch": "2.13"}', "total_steps": 40,
-            "estimated_finish": 1234.5,
+            "estimated_finish": 1234.5, "started_at": 99.9,
             "spec": '{"method": {"type": "dpo", "beta": 0.2}, "training": {"epochs": 2.0, "batch_size": 4}}'}
     return tuple({**base, **values}[name] for name in PUBLIC_JOB_COLUMNS)
 
@@ -31,6 +31,7 @@ def test_stored_json_is_spliced_and_the_spec_fields_derived():
     assert job["result_files"] == ["file-results-1"] and job["cancel_requested"] is False
     JobPublic.model_validate(job)  # every field the documented schema names
     assert job["total_steps"] == 40 and job["estimated_finish"] is None  # an estimate shows only while running
+    assert job["started_at"] == 99 and job["created_at"] == 1
     assert json.loads(job_json(_row(status="running")))["estimated_finish"] == 1234
 
 

@@ -130,6 +130,7 @@ def test_a_running_job_shows_its_total_steps_and_estimated_finish(sessions):
     pace.planned(100)
     job = JobPublic.from_row(_job(sessions, job_id))
     assert job.status == "running" and job.total_steps == 100 and job.estimated_finish is None
+    assert job.started_at is not None and job.started_at >= job.created_at
 
     pace.step_done(1, now=1000.0)  # the first step starts the clock: loading the model is not training pace
     assert _job(sessions, job_id).estimated_finish is None
