@@ -34,7 +34,21 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, String, Text, bindparam, cast, exists, func, insert, literal, null, select, update
+from sqlalchemy import (
+    Engine,
+    String,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -582,6 +596,17 @@ def record_checkpoint(sessions: SessionFactory, job_id: str, step: int, path: st
         add_events(session, [{"job_id": job_id, "message": f"Checkpoint saved at step {step}",
                               "data": {"step": step, "path": path}}])
         return checkpoint.id
+
+
+def checkpoint_paths(sessions: SessionFactory, job_id: str) -> list[str]:
+    with sessions() as session:
+        return list(session.execute(select(Checkpoint.path).where(Checkpoint.job_id == job_id)).scalars())
+
+
+def forget_checkpoints(sessions: SessionFactory, job_id: str, paths: list[str]) -> None:
+    """Drop the rows of checkpoints whose folders are gone (the trainer keeps only the newest few)."""
+    with sessions.begin() as session:
+        session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.path.in_(paths)))
 
 
 def latest_checkpoint(sessions: SessionFactory, job_id: str) -> CheckpointInfo | None:

@@ -23,7 +23,7 @@ from services.store.blobs import BlobStore
 from services.store.lifecycle import LeaseLost, error_object
 from services.workers.demo_evaluation import is_demo_job
 from services.workers.pipeline import InputNotReady, resolve_spec, reward_model_to_serve
-from services.workers.progress import StepPace
+from services.workers.progress import StepPace, forget_pruned_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ class Heartbeat:
                 queue.record_checkpoint(
                     self.sessions, self.job_id, payload["step"], payload["path"], payload["metrics"]
                 )
+                forget_pruned_checkpoints(self.sessions, self.job_id, payload["path"])
 
 
 class Dispatcher:

@@ -1,7 +1,8 @@
-"""The progress of a running attempt: its total steps and a finish estimate, stored on the job."""
+"""The progress of a running attempt as the job shows it: total steps, a finish estimate, live checkpoints."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,3 +44,17 @@ class StepPace:
         estimate = now + seconds_per_step * max(self.total_steps - step, 0)
         queue.record_progress(self.sessions, self.job_id, self.total_steps, estimate)
         self._stored_at = now
+
+
+def forget_pruned_checkpoints(sessions: Any, job_id: str, newest_path: str) -> None:
+    """After a checkpoint is saved, drop the job's listed checkpoints whose folders the trainer has deleted
+    (save_total_limit keeps the newest few): they were listed, and offered as resume points, long after.
+
+    Only when this process sees the newest checkpoint's folder: a dispatcher that does not mount the workers'
+    storage must not take every checkpoint for deleted."""
+    if not os.path.isdir(newest_path):
+        return
+    gone = [path for path in queue.checkpoint_paths(sessions, job_id)
+            if path != newest_path and not os.path.isdir(path)]
+    if gone:
+        queue.forget_checkpoints(sessions, job_id, gone)

@@ -144,3 +144,27 @@ def test_a_running_job_shows_its_total_steps_and_estimated_finish(sessions):
     queue.complete_job(sessions, job_id, "w", model_path="/models/m")
     done = JobPublic.from_row(_job(sessions, job_id))
     assert done.status == "succeeded" and done.estimated_finish is None and done.total_steps == 100
+
+
+def test_checkpoints_the_trainer_deleted_are_no_longer_listed(sessions, tmp_path):
+    from services.workers.progress import forget_pruned_checkpoints
+
+    with sessions.begin() as session:
+        project_id = ensure_project(session, "pruned").id
+    job_id = _enqueue(sessions, project_id)
+    _claim(sessions, "w", job_id)
+    folders = [tmp_path / f"checkpoint-{step}" for step in (100, 200, 300)]
+    for step, folder in zip((100, 200, 300), folders):
+        folder.mkdir()
+        queue.record_checkpoint(sessions, job_id, step, str(folder))
+
+    forget_pruned_checkpoints(sessions, job_id, str(tmp_path / "not-mounted-here" / "checkpoint-400"))
+    assert len(queue.checkpoint_paths(sessions, job_id)) == 3  # storage this process cannot see: keep all
+
+    folders[0].rmdir()  # save_total_limit rotated it away
+    newest = tmp_path / "checkpoint-400"
+    newest.mkdir()
+    queue.record_checkpoint(sessions, job_id, 400, str(newest))
+    forget_pruned_checkpoints(sessions, job_id, str(newest))
+    assert sorted(queue.checkpoint_paths(sessions, job_id)) == sorted(map(str, [*folders[1:], newest]))
+    assert queue.latest_checkpoint(sessions, job_id).step == 400
