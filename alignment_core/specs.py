@@ -65,6 +65,10 @@ class ModelSpec(StrictModel):
         None, description="Attention kernel; None lets transformers choose."
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    cuda_graphs: Literal["auto", "on", "off"] = Field(
+        "auto", description="Checkpointed decoder layers replay CUDA graphs (needs gradient_checkpointing and a "
+        "GPU); 'auto' does for QLoRA, whose small steps are bound by kernel launches.",
+    )
 
     @model_validator(mode="after")
     def _quantization_needs_lora(self) -> ModelSpec:

@@ -173,10 +173,10 @@ def graphed_checkpointing(model: ModelSpec, device: Any) -> bool:
     It pays where the step is bound by Python and kernel launches rather than the GPU: QLoRA, whose every
     linear is a bitsandbytes dequantisation call, at the small micro-batches its memory budget allows (7.24B,
     1 x 512 on an H100: 3.8-4.9x the plain loop, docs/benchmarks.md runs M-T). It needs checkpointing (the
-    graphs replace its recompute) and a CUDA GPU. `model.cuda_graphs` ("auto" / "on" / "off"), where the spec
-    has that field, overrides the choice; "on" also graphs plain LoRA.
+    graphs replace its recompute) and a CUDA GPU. `model.cuda_graphs` ("on" / "off") overrides the choice;
+    "on" forces it for any checkpointed model (plain LoRA and full fine-tuning are not measured on a GPU).
     """
-    choice = getattr(model, "cuda_graphs", "auto")
+    choice = model.cuda_graphs
     if choice == "off" or not model.gradient_checkpointing or not on_cuda(device):
         return False
     if choice == "on":

@@ -190,3 +190,19 @@ def test_kbit_base_kept_in_bf16_gives_the_loss_and_gradients_of_peft_upcast():
     assert kept_loss == pytest.approx(upcast_loss.item(), rel=5e-3)
     for kept, upcast in zip(kept_grads, upcast_grads, strict=True):
         assert torch.linalg.norm(kept - upcast) <= 3e-2 * torch.linalg.norm(upcast)
+
+
+def test_cuda_graphs_is_a_spec_setting_that_needs_checkpointing_and_a_gpu():
+    from pydantic import ValidationError
+
+    from alignment_core.specs import ModelSpec
+    from alignment_core.stages.performance import graphed_checkpointing
+
+    qlora = {"name_or_path": "alignd-tiny", "lora": {"r": 4}, "quantization": {"bits": 4},
+             "gradient_checkpointing": True}
+    assert ModelSpec.model_validate(qlora).cuda_graphs == "auto"
+    for choice in ("auto", "on", "off"):
+        spec = ModelSpec.model_validate({**qlora, "cuda_graphs": choice})
+        assert graphed_checkpointing(spec, "cpu") is False  # graphs are a CUDA feature
+    with pytest.raises(ValidationError, match="cuda_graphs"):
+        ModelSpec.model_validate({**qlora, "cuda_graphs": "always"})
