@@ -14,6 +14,7 @@ from services.api.dashboard import router as dashboard_router
 from services.api.deps import AppContext
 from services.api.errors import install_error_handlers
 from services.api.guards import install_guards
+from services.api.hot_routes import HotJobRoutes
 from services.api.routes import docs, files, health, jobs, models, pipelines, projects
 from services.settings import Settings, configure_logging, get_settings
 from services.store.async_db import AsyncDatabase
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, migrate: bool = True) -> FastAP
                                   db=AsyncDatabase(engine, sessions, pool_size=ASYNC_POOL_SIZE),
                                   read_sessions=read_sessions)
     install_error_handlers(app)
+    app.add_middleware(HotJobRoutes)  # added before the guards: inside them (services/api/hot_routes.py)
     install_guards(app)
     # The jobs router first: a request is matched against the routers in this order, and job creates and lists are
     # most of the traffic (no paths overlap, so the order changes nothing else; /docs lists jobs first).

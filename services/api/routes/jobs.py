@@ -60,11 +60,15 @@ def _replay(existing: tuple[JobRow, str], digest: str) -> Response:
     return _job_response(row)
 
 
+IDEMPOTENCY_KEY_MAX = 300
+
+
 # The hot routes (create, list, retrieve) are `async def` on the async database: no trip through the thread pool
-# and no SQLAlchemy execution layer per statement (see services.store.async_db).
+# and no SQLAlchemy execution layer per statement (see services.store.async_db). Create and list are usually called
+# by services.api.hot_routes, which skips FastAPI's routing for them; keep their signatures plain.
 @router.post("", response_model=JobPublic)
 async def create_job(body: JobCreate, request: Request, project: CurrentProject,
-                     idempotency_key: Annotated[str | None, Header(max_length=300)] = None) -> Response:
+                     idempotency_key: Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX)] = None) -> Response:
     context: AppContext = request.app.state.alignd
     db = context.db
     digest = body_hash(body.model_dump(mode="json", exclude_unset=True)) if idempotency_key else None
