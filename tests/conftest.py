@@ -47,7 +47,8 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @contextmanager
-def _alignd_serve(env: dict[str, str], log_path: Path, ready_timeout_s: float = 60) -> Iterator[str]:
+def _alignd_serve(env: dict[str, str], log_path: Path, ready_timeout_s: float = 60,
+                  extra_args: tuple[str, ...] = ()) -> Iterator[str]:
     """`alignd serve` as a user starts it, on a free port; yields its URL once /readyz answers."""
     import httpx
 
@@ -56,7 +57,8 @@ def _alignd_serve(env: dict[str, str], log_path: Path, ready_timeout_s: float = 
         port = probe.getsockname()[1]
     with log_path.open("w") as log:
         process = subprocess.Popen([sys.executable, "-m", "services.cli.main", "serve", "--host", "127.0.0.1",
-                                    "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                                    "--port", str(port), *extra_args], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=ROOT)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + ready_timeout_s
