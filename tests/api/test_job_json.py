@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from services.api.schemas import JobPublic, job_json
+from services.api.schemas import JobPublic, job_json, jobs_page_json
 from services.store.jobs import PUBLIC_JOB_COLUMNS
 
 
@@ -40,3 +40,15 @@ def test_nan_that_sqlite_stored_becomes_null():
     rendered = job_json(_row(result='{"train_loss": NaN, "best": Infinity, "steps": 3}'))
     job = json.loads(rendered, parse_constant=lambda name: pytest.fail(f"{name} in the response"))
     assert job["result"] == {"train_loss": None, "best": None, "steps": 3}
+
+
+def test_a_listed_row_is_rendered_again_once_any_value_changed():
+    # jobs_page_json remembers rows it rendered (clients list the same jobs again and again).
+    queued, succeeded = _row(status="queued"), _row(status="succeeded", finished_at=9.0)
+    for _ in range(2):
+        page = json.loads(jobs_page_json([queued, succeeded], has_more=True))
+        assert [job["status"] for job in page["data"]] == ["queued", "succeeded"] and page["has_more"] is True
+        assert page["data"][0]["result_files"] == [] and page["data"][1]["result_files"] == ["file-results-1"]
+        assert page["data"] == [json.loads(job_json(queued)), json.loads(job_json(succeeded))]
+    renamed = json.loads(jobs_page_json([_row(status="queued", metadata_='{"team": "cv"}')], has_more=False))
+    assert renamed["data"][0]["metadata"] == {"team": "cv"}
