@@ -58,18 +58,26 @@ def results_files(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
     return [results_file_fields(job, *_csv(metrics[job.id])) for job in jobs]
 
 
+# OpenAI's results-file columns, read from the trainer's per-step names; a client that plots an OpenAI results
+# file reads these. The trainer's own `train_loss` (one end-of-run average) would collide with the first.
+OPENAI_RESULT_COLUMNS = {"train_loss": "loss", "train_accuracy": "mean_token_accuracy", "valid_loss": "eval_loss",
+                         "valid_mean_token_accuracy": "eval_mean_token_accuracy"}
+
+
 def results_csv(session: Session, job_id: str) -> tuple[bytes, int]:
-    """The CSV (``step`` then every metric name, sorted; empty where a step lacks one) and its number of rows."""
+    """The CSV and its number of rows: ``step``, OpenAI's columns, then every other metric name, sorted (the
+    trainer's names stay too); empty where a step lacks one."""
     return _csv(job_store.all_metrics(session, job_id))
 
 
 def _csv(rows: list[JobMetric]) -> tuple[bytes, int]:
-    names = sorted({name for row in rows for name in row.metrics})
+    names = sorted({name for row in rows for name in row.metrics} - set(OPENAI_RESULT_COLUMNS))
+    sources = [*OPENAI_RESULT_COLUMNS.values(), *names]
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["step", *names])
+    writer.writerow(["step", *OPENAI_RESULT_COLUMNS, *names])
     for row in rows:
-        writer.writerow([row.step, *(row.metrics.get(name, "") for name in names)])
+        writer.writerow([row.step, *(row.metrics.get(name, "") for name in sources)])
     return text.getvalue().encode(), len(rows)
 
 

@@ -119,7 +119,7 @@ def test_succeeded_job_has_a_csv_results_file(server, project_key):
         claimed = queue.claim_next_job(server.sessions, "w-results", 30)
         assert claimed.id == job["id"]
         queue.record_metrics(server.sessions, job["id"], 1, {"loss": 2.5, "learning_rate": 1e-4})
-        queue.record_metrics(server.sessions, job["id"], 2, {"loss": 2.25, "eval_loss": 2.4})
+        queue.record_metrics(server.sessions, job["id"], 2, {"loss": 2.25, "eval_loss": 2.4, "train_loss": 2.3})
         assert client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["result_files"] == []  # running
         queue.complete_job(server.sessions, job["id"], "w-results", attempt=claimed.attempt)
 
@@ -128,7 +128,10 @@ def test_succeeded_job_has_a_csv_results_file(server, project_key):
                            if row["result_files"]]
         content = client.get(f"/v1/files/{file_id}/content")
         assert content.status_code == 200 and content.headers["content-type"].startswith("text/csv")
-        assert content.text == "step,eval_loss,learning_rate,loss\n1,,0.0001,2.5\n2,2.4,,2.25\n"
+        # OpenAI's columns first (per-step train_loss, as OpenAI plots it; the trainer's end-of-run train_loss
+        # average does not take its place), then ours.
+        assert content.text == ("step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy,eval_loss,"
+                                "learning_rate,loss\n1,2.5,,,,,0.0001,2.5\n2,2.25,,2.4,,2.4,,2.25\n")
         meta = client.get(f"/v1/files/{file_id}").json()
         assert meta["purpose"] == "fine-tune-results" and meta["bytes"] == len(content.content)
         assert meta["num_examples"] == 2 and meta["filename"] == "step_metrics.csv"
