@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import math
+import re
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NamedTuple
@@ -140,6 +141,8 @@ def _place_hyperparameters(
     return multiplier
 
 
+# A checkpoint's `fine_tuned_model_checkpoint` name (schemas.CheckpointPublic): `<fine_tuned_model>:ckpt-step-N`.
+CHECKPOINT_NAME = re.compile(r":ckpt-step-\d+$")
 # What a model field loads, for ModelReferences.resolve.
 POLICY, REWARD_MODEL = "policy", "reward_model"
 
@@ -172,6 +175,10 @@ class ModelReferences:
             self._add(self.pending[name].id)
             return name
         looks_like_job = name.startswith(("ftjob-", "ft:", "ft-"))
+        if looks_like_job and CHECKPOINT_NAME.search(name):
+            raise ApiError(400, f"{param}: '{name}' is a checkpoint; alignd trains from a job's fine_tuned_model, "
+                           "not from its intermediate checkpoints (yet): name the finished job's model",
+                           param=param, code="checkpoint_not_a_model")
         job = await find_job_by_output(self.db, self.project.id, name) if looks_like_job else None
         if job is None:
             if looks_like_job:

@@ -323,3 +323,13 @@ def test_a_reward_function_must_be_one_the_server_runs(server, project_key, monk
         finally:
             monkeypatch.delenv("ALIGND_REWARD_FUNCTIONS")
             get_settings.cache_clear()
+
+
+def test_a_checkpoint_name_as_model_is_refused_as_a_checkpoint(server, project_key, files):
+    """The dashboard and the SDK show `fine_tuned_model_checkpoint` names; alignd cannot train from one yet."""
+    with server.client(project_key) as client:
+        response, queued = _create(client, {"model": "ft:alignd-tiny:ftjob-0123:ckpt-step-40",
+                                            "training_file": files["sft"]})
+        assert response.status_code == 400 and queued == 0, response.text
+        error = response.json()["error"]
+        assert error["param"] == "model" and error["code"] == "checkpoint_not_a_model", error
