@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -27,7 +28,9 @@ def test_two_processes_share_the_connections_and_stop_together(alignd_serve, tmp
     env.pop("ALIGND_DATABASE_URL", None)
     with alignd_serve(env, tmp_path / "serve.log", extra_args=("--workers", "2")) as url:
         port = int(url.rsplit(":", 1)[1])
-        listeners = {c.pid for c in _tcp(port, psutil.CONN_LISTEN)}
+        deadline = time.monotonic() + 60  # /readyz answered from the first process up; the other may still import
+        while len(listeners := {c.pid for c in _tcp(port, psutil.CONN_LISTEN)}) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert len(listeners) == 2, listeners  # a socket of its own per process
         clients = [httpx.Client(base_url=url, timeout=30) for _ in range(40)]
         try:

@@ -106,7 +106,9 @@ def test_worker_progress_is_visible_through_the_sdk(server, sdk, demo_files):
     (results_id,) = done.result_files
     assert sdk.files.retrieve(results_id).purpose == "fine-tune-results"
     csv_lines = sdk.files.content(results_id).text.splitlines()
-    assert csv_lines[0] == "step,eval_loss,learning_rate,loss" and csv_lines[3].startswith("3,1.5,0.0001,1.0")
+    assert csv_lines[0] == ("step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy,"  # OpenAI's first
+                            "eval_loss,learning_rate,loss")
+    assert csv_lines[3] == "3,1.0,,1.5,,1.5,0.0001,1.0"
     models = [model.id for model in sdk.models.list()]
     assert "alignd-tiny" in models and model_id in models
     assert sdk.models.retrieve(model_id).id == model_id
