@@ -42,6 +42,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, alignd_serve) -> Iterator[d
         yield {"url": url, "database_url": f"sqlite:///{home / 'alignd.db'}", "home": home}
 
 
+def _open_signed_in(page: Any, server: dict, route: str) -> None:
+    """The dashboard at `#/route` with the admin key stored, as after pasting it into the key dialog."""
+    page.goto(f"{server['url']}/dashboard")
+    page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
+    page.goto(f"{server['url']}/dashboard#/{route}")
+    page.reload()
+
+
 def _create_and_claim(server: dict, running_job: dict, worker: str, **fields: Any) -> tuple[str, Any]:
     """A job created over HTTP on the fixture's SFT file, claimed by `worker` as a dispatcher would claim it."""
     from services.store import queue
@@ -223,10 +231,7 @@ def test_dashboard_fits_the_window_and_stops_polling_an_unknown_job(server: dict
     queue.record_checkpoint(sessions, job_id, 5, "/tmp/ft:alignd-tiny:" + "x" * 60, wide)
 
     with _chromium_page(tmp_path, viewport={"width": 1280, "height": 900}) as page:
-        page.goto(f"{server['url']}/dashboard")
-        page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
-        page.goto(f"{server['url']}/dashboard#/jobs/{job_id}")
-        page.reload()
+        _open_signed_in(page, server, f"jobs/{job_id}")
         expect(page.locator("#checkpoints")).to_contain_text("ckpt-step-5")
         loss_line = page.locator("[data-chart='Loss'] polyline[data-series='loss']")
         expect(loss_line).to_have_attribute("data-points", "5")
@@ -319,10 +324,7 @@ def test_a_long_noisy_curve_gets_a_smoothed_line_over_the_faint_raw_one(server: 
         return sum(abs(b - a) for a, b in zip(ys, ys[1:]))
 
     with _chromium_page(tmp_path) as page:
-        page.goto(f"{server['url']}/dashboard")
-        page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
-        page.goto(f"{server['url']}/dashboard#/jobs/{job_id}")
-        page.reload()
+        _open_signed_in(page, server, f"jobs/{job_id}")
         raw = page.locator("[data-chart='Loss'] polyline[data-series='loss']")
         smooth = page.locator("[data-chart='Loss'] polyline[data-smoothed='loss']")
         expect(raw).to_have_attribute("data-points", str(steps))
@@ -361,10 +363,7 @@ def test_a_job_links_the_jobs_it_depends_on_and_names_its_reward(server: dict, r
     ppo_id = created.json()["id"]
 
     with _chromium_page(tmp_path) as page:
-        page.goto(f"{server['url']}/dashboard")
-        page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
-        page.goto(f"{server['url']}/dashboard#/jobs/{ppo_id}")
-        page.reload()
+        _open_signed_in(page, server, f"jobs/{ppo_id}")
         expect(page.locator(".fact", has_text="Reward")).to_contain_text("function: demo_sort")
         expect(page.locator("#depends-on a")).to_have_attribute("href", f"#/jobs/{sft_id}")
 
@@ -388,10 +387,7 @@ def test_the_jobs_list_says_why_a_job_failed(server: dict, running_job: dict, tm
     queue.fail_job(sessions, job_id, "failing-test-worker", reason, attempt=1)
 
     with _chromium_page(tmp_path) as page:
-        page.goto(f"{server['url']}/dashboard")
-        page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
-        page.goto(f"{server['url']}/dashboard#/jobs")
-        page.reload()
+        _open_signed_in(page, server, "jobs")
         status = page.locator(f"tr[data-job-id='{job_id}'] .job-status")
         expect(status.locator(".badge")).to_have_text("failed")
         expect(status.locator(".job-error")).to_have_text(reason)
@@ -414,10 +410,7 @@ def test_a_validation_files_bookkeeping_is_not_drawn_as_curves(server: dict, run
             "eval_num_tokens": 13.0 * step, "eval_samples_per_second": 200.0, "eval_steps_per_second": 20.0})
 
     with _chromium_page(tmp_path) as page:
-        page.goto(f"{server['url']}/dashboard")
-        page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
-        page.goto(f"{server['url']}/dashboard#/jobs/{job_id}")
-        page.reload()
+        _open_signed_in(page, server, f"jobs/{job_id}")
         expect(page.locator("[data-chart='Loss'] polyline[data-series='eval_loss']")).to_have_attribute(
             "data-points", "3")
         expect(page.locator(".more-metrics summary")).to_have_text("More metrics (1)")  # eval_mean_token_accuracy
@@ -439,10 +432,7 @@ def test_ppo_kl_chart_holds_divergences_not_the_penalty_weight(server: dict, run
                                                       "approx_kl": 0.001 * step, "kl_coef": 0.05})
 
     with _chromium_page(tmp_path) as page:
-        page.goto(f"{server['url']}/dashboard")
-        page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
-        page.goto(f"{server['url']}/dashboard#/jobs/{job_id}")
-        page.reload()
+        _open_signed_in(page, server, f"jobs/{job_id}")
         kl_chart = page.locator("[data-chart='KL']")
         expect(kl_chart.locator("polyline")).to_have_count(2)
         expect(kl_chart.locator("polyline[data-series='kl_coef']")).to_have_count(0)
@@ -464,10 +454,7 @@ def test_a_running_epoch_based_job_shows_its_progress_and_time_left(server: dict
         queue.record_metrics(sessions, job_id, step, _metrics_at(step))
 
     with _chromium_page(tmp_path) as page:
-        page.goto(f"{server['url']}/dashboard")
-        page.evaluate(f"localStorage.setItem('alignd.apiKey', '{ADMIN_KEY}')")
-        page.goto(f"{server['url']}/dashboard#/jobs")
-        page.reload()
+        _open_signed_in(page, server, "jobs")
         expect(page.locator(f"tr[data-job-id='{job_id}'] .eta")).to_have_text(re.compile(r"about (8|9) min left"))
         page.goto(f"{server['url']}/dashboard#/jobs/{job_id}")
         expect(page.locator(".fact", has_text="Progress")).to_contain_text("25%")
